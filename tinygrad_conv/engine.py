@@ -1,0 +1,212 @@
+"""The autograd engine: grad mode, the Op base class and registry, and the backward walk.
+
+An Op is one object holding its forward (on NumPy arrays) and its backward (on Tensors, so
+that with ``create_graph=True`` the gradient computation is itself recorded and can be
+differentiated again). ``Op.apply`` runs the forward and, when grad is enabled and an input
+requires grad, links the output Tensor to the op and the op to its inputs: that link is the
+computation graph. ``run_backward`` walks it in reverse topological order.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .tensor import Tensor
+
+_state = {"grad_enabled": True}
+_module_stack: list[Any] = []  # nn.Module.__call__ pushes itself here; ops record the stack
+
+OPS: dict[str, type[Op]] = {}
+
+
+def is_grad_enabled() -> bool:
+    """True when operations are being recorded into the graph."""
+    return _state["grad_enabled"]
+
+
+@contextmanager
+def set_grad_enabled(mode: bool):
+    """Context manager that turns graph recording on or off inside its block."""
+    previous = _state["grad_enabled"]
+    _state["grad_enabled"] = bool(mode)
+    try:
+        yield
+    finally:
+        _state["grad_enabled"] = previous
+
+
+class no_grad:
+    """``with tc.no_grad():`` records nothing; also usable as a function decorator."""
+
+    def __enter__(self) -> None:
+        self._previous = _state["grad_enabled"]
+        _state["grad_enabled"] = False
+
+    def __exit__(self, *exc: object) -> None:
+        _state["grad_enabled"] = self._previous
+
+    def __call__(self, fn: Callable) -> Callable:
+        def wrapper(*args, **kwargs):
+            with no_grad():
+                return fn(*args, **kwargs)
+
+        wrapper.__name__ = getattr(fn, "__name__", "wrapper")
+        wrapper.__doc__ = getattr(fn, "__doc__", None)
+        return wrapper
+
+
+def register(name: str) -> Callable[[type[Op]], type[Op]]:
+    """Class decorator: register an Op subclass under ``name`` (the name graphs show)."""
+
+    def decorate(cls: type[Op]) -> type[Op]:
+        if name in OPS:
+            raise ValueError(f"an op named {name!r} is already registered")
+        cls.name = name
+        OPS[name] = cls
+        return cls
+
+    return decorate
+
+
+class Op:
+    """Base class of every differentiable operation.
+
+    Subclasses define ``forward(*arrays) -> array`` and ``backward(grad) -> tuple`` (one
+    Tensor or None per input, in input order). Settings passed to the constructor are kept in
+    ``self.attrs`` (graph drawings show them). Anything ``forward`` stores on ``self`` for the
+    backward is released after a backward unless ``retain_graph=True``.
+    """
+
+    name = "op"
+
+    def __init__(self, **attrs: Any) -> None:
+        self.attrs = attrs
+        self.inputs: tuple[Tensor, ...] = ()
+        self.needs_grad: tuple[bool, ...] = ()
+        self.scope: tuple[Any, ...] = ()
+        self.released = False
+        self._output: weakref.ref | None = None
+
+    def forward(self, *xs: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, grad: Tensor) -> tuple[Tensor | None, ...]:
+        raise NotImplementedError
+
+    def output(self) -> Tensor:
+        """The Tensor this op produced (alive for as long as a backward walk runs through it)."""
+        out = self._output() if self._output is not None else None
+        if out is None:
+            raise RuntimeError(f"{self.name}: its output tensor is gone; backward cannot use it")
+        return out
+
+    def apply(self, *inputs: Any) -> Tensor:
+        """Run the forward on ``inputs`` (Tensors or array-likes) and record it in the graph."""
+        from .tensor import Tensor, as_tensor
+
+        tensors = tuple(as_tensor(x) for x in inputs)
+        record = _state["grad_enabled"] and any(t.requires_grad for t in tensors)
+        self.needs_grad = tuple(record and t.requires_grad for t in tensors)
+        out = Tensor._from_array(self.forward(*(t.data for t in tensors)), requires_grad=record)
+        if record:
+            self.inputs = tensors
+            self.scope = tuple(_module_stack)
+            self._output = weakref.ref(out)
+            out.op = self
+        return out
+
+    def release(self) -> None:
+        """Free what forward saved for backward; a later backward through this op raises."""
+        keep = {"attrs", "inputs", "needs_grad", "scope", "_output"}
+        for key in [k for k in vars(self) if k not in keep]:
+            delattr(self, key)
+        self.released = True
+
+    def __repr__(self) -> str:
+        settings = ", ".join(f"{k}={v}" for k, v in self.attrs.items())
+        return f"<op {self.name}{'(' + settings + ')' if settings else ''}>"
+
+
+def topological_order(root: Tensor) -> list[Tensor]:
+    """Tensors that ``root`` depends on through grad-requiring ops, inputs before users.
+
+    Iterative depth-first post-order, so graphs of any depth work (no recursion limit).
+    """
+    order: list[Tensor] = []
+    visited: set[int] = set()
+    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if id(node) in visited:  # reached again by another path, already placed
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        if node.op is not None:
+            for parent in node.op.inputs:
+                if parent.requires_grad and id(parent) not in visited:
+                    stack.append((parent, False))
+    return order
+
+
+def sum_to_shape(grad: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """Sum a broadcast gradient back down to ``shape`` (the one place broadcasting is undone)."""
+    if grad.shape == shape:
+        return grad
+    from .ops.movement import sum_to
+
+    return sum_to(grad, shape)
+
+
+def run_backward(root: Tensor, grad: Tensor, retain_graph: bool, create_graph: bool) -> None:
+    """Reverse-mode accumulation from ``root`` (seeded with ``grad``) into leaf ``.grad``s."""
+    order = topological_order(root)
+    pending: dict[int, Tensor] = {id(root): grad}
+    with set_grad_enabled(create_graph):
+        for node in reversed(order):
+            g = pending.pop(id(node), None)
+            if g is None:
+                continue
+            for hook in node._hooks:
+                replaced = hook(g)
+                if replaced is not None:
+                    g = replaced
+            if node.op is None or node._retains_grad:
+                _accumulate_into_grad(node, g, create_graph)
+            if node.op is not None:
+                _propagate(node.op, g, pending, retain_graph)
+
+
+def _propagate(op: Op, g: Tensor, pending: dict[int, Tensor], retain_graph: bool) -> None:
+    if op.released:
+        raise RuntimeError(
+            f"Trying to backward through the graph a second time (op {op.name!r}): its saved "
+            "arrays were freed after the first backward. Pass retain_graph=True to the first "
+            "backward() call if you need to backward through the graph again."
+        )
+    input_grads = op.backward(g)
+    if not retain_graph:
+        op.release()
+    for parent, pg in zip(op.inputs, input_grads):
+        if pg is None or not parent.requires_grad:
+            continue
+        pg = sum_to_shape(pg, parent.shape)
+        key = id(parent)
+        pending[key] = pg if key not in pending else pending[key] + pg
+
+
+def _accumulate_into_grad(node: Tensor, g: Tensor, create_graph: bool) -> None:
+    if not create_graph:
+        from .tensor import Tensor
+
+        # A private copy: the same grad Tensor may flow to several leaves (e.g. through add).
+        g = Tensor._from_array(np.array(g.data, dtype=node.dtype, copy=True))
+    node.grad = g if node.grad is None else node.grad + g

@@ -1,0 +1,173 @@
+"""conv2d and the two ops its backward is made of.
+
+Forward (im2col, then one GEMM per group):
+    X_col = im2col(x)                      (C*HH*WW, N*H'*W')
+    out   = W_row @ X_col + b              (F, N*H'*W') -> (N, F, H', W')
+Backward, exactly the im2col formulas:
+    db = dout.sum((0, 2, 3))
+    dW = dout_flat @ X_col.T               (conv2d_grad_weight)
+    dX = col2im(W_flat.T @ dout_flat)      (conv2d_grad_input)
+
+conv2d is bilinear in (x, W), so each backward op is bilinear too and its own backward is
+made of conv2d and the other backward op: that is what gives second derivatives.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import kernels
+from ..engine import Op, register
+from ..tensor import Tensor
+
+
+def _geometry(attrs: dict[str, Any]) -> dict[str, Any]:
+    keys = ("kernel", "stride", "padding", "dilation")
+    return {k: attrs[k] for k in keys}
+
+
+@register("conv2d")
+class Conv2d(Op):
+    """x (N, C, H, W), weight (F, C/groups, HH, WW), optional bias (F,) -> (N, F, H', W')."""
+
+    def forward(self, x, w, b=None):
+        groups = self.attrs["groups"]
+        cols = kernels.im2col(x, **_geometry(self.attrs))
+        out = kernels.grouped_matmul(w.reshape(w.shape[0], -1), cols, groups)
+        if len(self.needs_grad) > 1 and self.needs_grad[1]:
+            self.cols = cols  # X_col, reused by dW = dout_flat @ X_col.T
+        n, f, (ho, wo) = x.shape[0], w.shape[0], self.attrs["out_hw"]
+        out = out.reshape(f, n, ho, wo)
+        if b is not None:
+            out += b.reshape(f, 1, 1, 1)
+        return kernels.channels_first(out)  # (N, F, H', W') view of the GEMM output
+
+    def backward(self, g):
+        x, w = self.inputs[0], self.inputs[1]
+        gx = conv2d_grad_input(g, w, x.shape, self.attrs) if self.needs_grad[0] else None
+        gw = None
+        if self.needs_grad[1]:
+            gw = conv2d_grad_weight(g, x, w.shape, self.attrs, cols=getattr(self, "cols", None))
+        grads = (gx, gw)
+        if len(self.inputs) == 3:
+            grads += (g.sum((0, 2, 3)) if self.needs_grad[2] else None,)
+        return grads
+
+
+@register("conv2d_grad_input")
+class Conv2dGradInput(Op):
+    """dX = col2im(W_flat.T @ dout_flat): inputs (dout, weight) -> x-shaped."""
+
+    def forward(self, dout, w):
+        groups = self.attrs["groups"]
+        w_flat_t = _transpose_groups(w.reshape(w.shape[0], -1), groups)
+        dcols = kernels.grouped_matmul(w_flat_t, kernels.flat_channels_first(dout), groups)
+        return kernels.col2im(dcols, self.attrs["x_shape"], **_geometry(self.attrs))
+
+    def backward(self, g):
+        dout, w = self.inputs
+        settings = _conv_settings(self.attrs)
+        g_dout = Conv2d(**settings).apply(g, w) if self.needs_grad[0] else None
+        g_w = conv2d_grad_weight(dout, g, w.shape, self.attrs) if self.needs_grad[1] else None
+        return g_dout, g_w
+
+
+@register("conv2d_grad_weight")
+class Conv2dGradWeight(Op):
+    """dW = dout_flat @ X_col.T: inputs (dout, x) -> weight-shaped."""
+
+    cols: np.ndarray | None = None
+
+    def forward(self, dout, x):
+        cols = self.cols
+        if cols is None:
+            cols = kernels.im2col(x, **_geometry(self.attrs))
+        self.cols = None  # the forward's X_col is used once, then freed
+        dw = kernels.grouped_matmul_nt(kernels.flat_channels_first(dout), cols, self.attrs["groups"])
+        return dw.reshape(self.attrs["w_shape"])
+
+    def backward(self, g):
+        dout, x = self.inputs
+        settings = _conv_settings(self.attrs)
+        g_dout = Conv2d(**settings).apply(x, g) if self.needs_grad[0] else None
+        g_x = conv2d_grad_input(dout, g, x.shape, self.attrs) if self.needs_grad[1] else None
+        return g_dout, g_x
+
+
+def _transpose_groups(w_flat: np.ndarray, groups: int) -> np.ndarray:
+    """W_flat (F, K) -> per-group transposes stacked (G*K, F/G), as views where possible."""
+    if groups == 1:
+        return w_flat.T
+    f, k = w_flat.shape
+    return w_flat.reshape(groups, f // groups, k).transpose(0, 2, 1).reshape(groups * k, f // groups)
+
+
+def _conv_settings(attrs: dict[str, Any]) -> dict[str, Any]:
+    keys = ("kernel", "stride", "padding", "dilation", "groups", "out_hw")
+    return {k: attrs[k] for k in keys}
+
+
+def conv2d_grad_input(dout: Tensor, w: Tensor, x_shape: tuple[int, ...],
+                      settings: dict[str, Any]) -> Tensor:
+    """The input gradient of conv2d for upstream ``dout``: col2im(W_flat.T @ dout_flat)."""
+    return Conv2dGradInput(**_conv_settings(settings), x_shape=tuple(x_shape)).apply(dout, w)
+
+
+def conv2d_grad_weight(dout: Tensor, x: Tensor, w_shape: tuple[int, ...],
+                       settings: dict[str, Any], cols: np.ndarray | None = None) -> Tensor:
+    """The weight gradient of conv2d for upstream ``dout``: dout_flat @ X_col.T."""
+    op = Conv2dGradWeight(**_conv_settings(settings), w_shape=tuple(w_shape))
+    op.cols = cols
+    return op.apply(dout, x)
+
+
+def check_conv2d_args(x: Tensor, w: Tensor, b: Tensor | None, stride: tuple[int, int],
+                      padding: tuple[int, int], dilation: tuple[int, int],
+                      groups: int) -> dict[str, Any]:
+    """Validate conv2d's arguments; return the op's settings (with the output size)."""
+    if x.ndim != 4:
+        raise ValueError(f"conv2d: expected a 4-D input (N, C, H, W), got shape {x.shape}")
+    if w.ndim != 4:
+        raise ValueError(
+            f"conv2d: expected a 4-D weight (F, C/groups, HH, WW), got shape {w.shape}"
+        )
+    for label, t in (("input", x), ("weight", w)):
+        if t.dtype.kind != "f":
+            raise TypeError(f"conv2d: {label} must be float, got dtype {t.dtype}; use .float()")
+    if not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"conv2d: groups must be a positive int, got {groups!r}")
+    n, c, h, wd = x.shape
+    f, c_per_group, kh, kw = w.shape
+    if c % groups or f % groups:
+        raise ValueError(
+            f"conv2d: groups={groups} must divide both the input channels ({c}) and the "
+            f"output channels ({f})"
+        )
+    if c_per_group * groups != c:
+        raise ValueError(
+            f"conv2d: input has {c} channels but weight of shape {w.shape} expects "
+            f"{c_per_group * groups} (weight.shape[1] * groups = {c_per_group} * {groups})"
+        )
+    if b is not None and b.shape != (f,):
+        raise ValueError(f"conv2d: bias must have shape ({f},) for weight {w.shape}, got {b.shape}")
+    if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
+        raise ValueError(
+            f"conv2d: stride and dilation must be >= 1 and padding >= 0, got stride={stride}, "
+            f"padding={padding}, dilation={dilation}"
+        )
+    span = (dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1)
+    padded = (h + 2 * padding[0], wd + 2 * padding[1])
+    if span[0] > padded[0] or span[1] > padded[1]:
+        raise ValueError(
+            f"conv2d: kernel {kh}x{kw} (dilation {dilation}, so spanning {span[0]}x{span[1]}) "
+            f"is larger than the padded input {padded[0]}x{padded[1]} (input {x.shape}, "
+            f"padding {padding})"
+        )
+    out_hw = tuple(
+        kernels.conv_output_size(s, k, st, p, d)
+        for s, k, st, p, d in zip((h, wd), (kh, kw), stride, padding, dilation)
+    )
+    return dict(kernel=(kh, kw), stride=stride, padding=padding, dilation=dilation,
+                groups=int(groups), out_hw=out_hw)

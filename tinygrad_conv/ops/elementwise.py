@@ -1,0 +1,289 @@
+"""Elementwise ops: arithmetic with NumPy broadcasting, and the unary functions.
+
+Each op's forward works on arrays, its backward on Tensors (so it can be differentiated
+again). Broadcast gradients are summed back to each input's shape by the engine, not here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..engine import Op, register
+from ..tensor import Tensor, as_tensor
+
+
+def _constant(value: Any, like: np.dtype) -> Tensor:
+    """A Python number as a Tensor of the other operand's dtype (no silent float64)."""
+    if isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
+        if like.kind == "f":
+            return Tensor._from_array(np.asarray(value, dtype=like))
+        if isinstance(value, float):
+            return Tensor._from_array(np.asarray(value, dtype=np.float32))
+        return Tensor._from_array(np.asarray(value, dtype=like))
+    return as_tensor(value)
+
+
+def _pair(a: Any, b: Any) -> tuple[Tensor, Tensor]:
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
+        return a, b
+    if isinstance(a, Tensor):
+        return a, _constant(b, a.dtype)
+    if isinstance(b, Tensor):
+        return _constant(a, b.dtype), b
+    return as_tensor(a), as_tensor(b)
+
+
+def _check_broadcast(name: str, a: Tensor, b: Tensor) -> None:
+    try:
+        np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(
+            f"{name}: shapes {a.shape} and {b.shape} cannot be broadcast together (each "
+            "trailing dimension must match or be 1)"
+        ) from None
+
+
+def _binary(op: Op, a: Any, b: Any) -> Tensor:
+    a, b = _pair(a, b)
+    _check_broadcast(op.name, a, b)
+    return op.apply(a, b)
+
+
+@register("add")
+class Add(Op):
+    def forward(self, a, b):
+        return a + b
+
+    def backward(self, g):
+        return g, g
+
+
+@register("sub")
+class Sub(Op):
+    def forward(self, a, b):
+        return a - b
+
+    def backward(self, g):
+        return g, -g
+
+
+@register("mul")
+class Mul(Op):
+    def forward(self, a, b):
+        return a * b
+
+    def backward(self, g):
+        a, b = self.inputs
+        return (g * b if self.needs_grad[0] else None), (g * a if self.needs_grad[1] else None)
+
+
+@register("div")
+class Div(Op):
+    def forward(self, a, b):
+        return a / b
+
+    def backward(self, g):
+        a, b = self.inputs
+        ga = g / b if self.needs_grad[0] else None
+        gb = -g * a / (b * b) if self.needs_grad[1] else None
+        return ga, gb
+
+
+@register("pow")
+class Pow(Op):
+    def forward(self, a, b):
+        return a**b
+
+    def backward(self, g):
+        a, b = self.inputs
+        ga = g * b * a ** (b - 1) if self.needs_grad[0] else None
+        gb = None
+        if self.needs_grad[1]:
+            # d(a**b)/db = a**b * log(a), defined where a > 0; 0 elsewhere (as PyTorch at a=0)
+            positive = Tensor._from_array((a.data > 0).astype(a.dtype))
+            gb = g * self.output() * (a * positive + (1 - positive)).log() * positive
+        return ga, gb
+
+
+@register("neg")
+class Neg(Op):
+    def forward(self, a):
+        return -a
+
+    def backward(self, g):
+        return (-g,)
+
+
+@register("exp")
+class Exp(Op):
+    def forward(self, a):
+        return np.exp(a)
+
+    def backward(self, g):
+        return (g * self.output(),)
+
+
+@register("log")
+class Log(Op):
+    def forward(self, a):
+        return np.log(a)
+
+    def backward(self, g):
+        return (g / self.inputs[0],)
+
+
+@register("sqrt")
+class Sqrt(Op):
+    def forward(self, a):
+        return np.sqrt(a)
+
+    def backward(self, g):
+        return (g / (2 * self.output()),)
+
+
+@register("abs")
+class Abs(Op):
+    def forward(self, a):
+        self.sign = np.sign(a)
+        return np.abs(a)
+
+    def backward(self, g):
+        return (g * Tensor._from_array(self.sign),)
+
+
+@register("relu")
+class ReLU(Op):
+    def forward(self, a):
+        out = np.maximum(a, 0)
+        if any(self.needs_grad):
+            self.mask = out > 0  # the gradient at exactly 0 is 0, as PyTorch
+        return out
+
+    def backward(self, g):
+        return (g * Tensor._from_array(self.mask),)
+
+
+@register("sigmoid")
+class Sigmoid(Op):
+    def forward(self, a):
+        # exp of a non-positive number only, so large |a| never overflows
+        e = np.exp(-np.abs(a))
+        return np.where(a >= 0, 1 / (1 + e), e / (1 + e)).astype(a.dtype, copy=False)
+
+    def backward(self, g):
+        y = self.output()
+        return (g * y * (1 - y),)
+
+
+@register("tanh")
+class Tanh(Op):
+    def forward(self, a):
+        return np.tanh(a)
+
+    def backward(self, g):
+        y = self.output()
+        return (g * (1 - y * y),)
+
+
+@register("clip")
+class Clip(Op):
+    def forward(self, a):
+        lo, hi = self.attrs["lo"], self.attrs["hi"]
+        self.inside = np.ones(a.shape, dtype=bool)
+        if lo is not None:
+            self.inside &= a >= lo
+        if hi is not None:
+            self.inside &= a <= hi
+        return np.clip(a, lo, hi).astype(a.dtype, copy=False)
+
+    def backward(self, g):
+        return (g * Tensor._from_array(self.inside),)
+
+
+@register("cast")
+class Cast(Op):
+    def forward(self, a):
+        self.source_dtype = a.dtype
+        return a.astype(self.attrs["dtype"])
+
+    def backward(self, g):
+        return (cast(g, self.source_dtype),)
+
+
+def add(a: Any, b: Any) -> Tensor:
+    """a + b with broadcasting."""
+    return _binary(Add(), a, b)
+
+
+def sub(a: Any, b: Any) -> Tensor:
+    """a - b with broadcasting."""
+    return _binary(Sub(), a, b)
+
+
+def mul(a: Any, b: Any) -> Tensor:
+    """a * b with broadcasting."""
+    return _binary(Mul(), a, b)
+
+
+def div(a: Any, b: Any) -> Tensor:
+    """a / b with broadcasting."""
+    return _binary(Div(), a, b)
+
+
+def pow(a: Any, b: Any) -> Tensor:  # noqa: A001 (mirrors the operator's name)
+    """a ** b with broadcasting."""
+    return _binary(Pow(), a, b)
+
+
+def neg(a: Tensor) -> Tensor:
+    return Neg().apply(a)
+
+
+def exp(a: Tensor) -> Tensor:
+    return Exp().apply(a)
+
+
+def log(a: Tensor) -> Tensor:
+    return Log().apply(a)
+
+
+def sqrt(a: Tensor) -> Tensor:
+    return Sqrt().apply(a)
+
+
+def abs(a: Tensor) -> Tensor:  # noqa: A001
+    return Abs().apply(a)
+
+
+def relu(a: Tensor) -> Tensor:
+    """max(a, 0); gradient 0 at 0."""
+    return ReLU().apply(a)
+
+
+def sigmoid(a: Tensor) -> Tensor:
+    return Sigmoid().apply(a)
+
+
+def tanh(a: Tensor) -> Tensor:
+    return Tanh().apply(a)
+
+
+def clip(a: Tensor, lo: float | None = None, hi: float | None = None) -> Tensor:
+    """Limit values to [lo, hi]; gradient 1 inside (bounds included), 0 outside."""
+    return Clip(lo=lo, hi=hi).apply(a)
+
+
+def cast(a: Tensor, dtype: np.dtype) -> Tensor:
+    """Convert to ``dtype``; differentiable between float dtypes."""
+    if a.dtype == dtype:
+        return a
+    return Cast(dtype=np.dtype(dtype)).apply(a)
+
+
+def compare(fn: np.ufunc, a: Any, b: Any) -> Tensor:
+    """An elementwise comparison: a boolean Tensor, never part of the graph."""
+    a, b = _pair(a, b)
+    _check_broadcast(fn.__name__, a, b)
+    return Tensor._from_array(fn(a.data, b.data))

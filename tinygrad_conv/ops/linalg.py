@@ -1,0 +1,71 @@
+"""Matrix products: matmul and linear (x @ W.T + b as one op)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..engine import Op, register
+from ..tensor import Tensor, as_tensor
+from .movement import reshape
+from .reduce import sum as reduce_sum
+
+
+def _swap_last(t: Tensor) -> Tensor:
+    return t.transpose(-1, -2)
+
+
+@register("matmul")
+class MatMul(Op):
+    """(..., n, k) @ (..., k, m); 1-D operands are promoted by ``matmul`` before this op."""
+
+    def forward(self, a, b):
+        return np.matmul(a, b)
+
+    def backward(self, g):
+        a, b = self.inputs
+        ga = g @ _swap_last(b) if self.needs_grad[0] else None
+        gb = _swap_last(a) @ g if self.needs_grad[1] else None
+        return ga, gb
+
+
+def matmul(a: Any, b: Any) -> Tensor:
+    """``a @ b`` as ``np.matmul``: (..., n, k) @ (..., k, m) -> (..., n, m), batch broadcast."""
+    a, b = as_tensor(a), as_tensor(b)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"matmul: both operands need at least 1 dim, got {a.shape} and {b.shape}")
+    k_a = a.shape[-1]
+    k_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
+    if k_a != k_b:
+        raise ValueError(
+            f"matmul: shapes {a.shape} and {b.shape} do not align: the last dim of the first "
+            f"({k_a}) must equal the {'only' if b.ndim == 1 else 'second-to-last'} dim of the "
+            f"second ({k_b})"
+        )
+    if a.ndim == 1:
+        return matmul(a.unsqueeze(0), b).squeeze(-2)
+    if b.ndim == 1:
+        return matmul(a, b.unsqueeze(-1)).squeeze(-1)
+    return MatMul().apply(a, b)
+
+
+@register("linear")
+class Linear(Op):
+    """y = x @ W.T + b for x (..., in), W (out, in), b (out,)."""
+
+    def forward(self, x, w, b=None):
+        out = x @ w.T
+        if b is not None:
+            out += b
+        return out
+
+    def backward(self, g):
+        x, w = self.inputs[0], self.inputs[1]
+        g2 = reshape(g, (-1, g.shape[-1]))
+        gx = g @ w if self.needs_grad[0] else None
+        gw = _swap_last(g2) @ reshape(x, (-1, x.shape[-1])) if self.needs_grad[1] else None
+        grads = (gx, gw)
+        if len(self.inputs) == 3:
+            grads += (reduce_sum(g2, 0) if self.needs_grad[2] else None,)
+        return grads

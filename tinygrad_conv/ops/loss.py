@@ -1,0 +1,71 @@
+"""Softmax, log-softmax and the losses built on them; dropout."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..engine import Op, register
+from ..tensor import Tensor
+from .reduce import sum as reduce_sum
+
+
+def _log_softmax_array(x: np.ndarray, axis: int) -> np.ndarray:
+    # log-sum-exp with the max subtracted first: finite for logits of any size
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+@register("log_softmax")
+class LogSoftmax(Op):
+    def forward(self, x):
+        return _log_softmax_array(x, self.attrs["axis"])
+
+    def backward(self, g):
+        # d/dx log_softmax: g - softmax * sum(g)
+        softmax = self.output().exp()
+        return (g - softmax * reduce_sum(g, self.attrs["axis"], keepdims=True),)
+
+
+@register("softmax")
+class Softmax(Op):
+    def forward(self, x):
+        return np.exp(_log_softmax_array(x, self.attrs["axis"]))
+
+    def backward(self, g):
+        y = self.output()
+        return (y * (g - reduce_sum(g * y, self.attrs["axis"], keepdims=True)),)
+
+
+@register("nll_loss")
+class NLLLoss(Op):
+    """-log_probs[i, target[i]], reduced by mean, sum or none."""
+
+    def forward(self, log_probs):
+        target, reduction = self.attrs["target"], self.attrs["reduction"]
+        picked = -log_probs[np.arange(len(target)), target]
+        self.weights = np.zeros_like(log_probs)
+        scale = 1.0 / len(target) if reduction == "mean" else 1.0
+        self.weights[np.arange(len(target)), target] = -scale
+        if reduction == "none":
+            return picked
+        total = picked.sum(dtype=log_probs.dtype)
+        return (total * log_probs.dtype.type(scale)).astype(log_probs.dtype)
+
+    def backward(self, g):
+        if self.attrs["reduction"] == "none":
+            g = g.unsqueeze(-1)
+        return (g * Tensor._from_array(self.weights),)
+
+
+@register("dropout")
+class Dropout(Op):
+    def forward(self, x):
+        from ..rng import generator
+
+        p = self.attrs["p"]
+        keep = generator().random(x.shape, dtype=np.float32) >= p
+        self.scale_mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
+        return x * self.scale_mask
+
+    def backward(self, g):
+        return (g * Tensor._from_array(self.scale_mask),)

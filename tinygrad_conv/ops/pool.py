@@ -1,0 +1,110 @@
+"""max_pool2d and avg_pool2d, each with the op that is its backward.
+
+Pooling's backward is linear in the upstream gradient, so each backward is an op whose own
+backward is the forward pooling again (max pooling gathers at the recorded winners): that is
+what makes second derivatives flow through pools.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import kernels
+from ..engine import Op, register
+from ..tensor import Tensor
+
+
+def _window(attrs: dict[str, Any]) -> dict[str, Any]:
+    return {k: attrs[k] for k in ("kernel", "stride", "padding")}
+
+
+@register("max_pool2d")
+class MaxPool2d(Op):
+    def forward(self, x):
+        out, winner = kernels.max_pool_forward(x, **_window(self.attrs))
+        if any(self.needs_grad):
+            self.winner, self.x_shape = winner, x.shape
+        return out
+
+    def backward(self, g):
+        return (MaxPoolScatter(**self.attrs, winner=self.winner, x_shape=self.x_shape).apply(g),)
+
+
+@register("max_pool2d_backward")
+class MaxPoolScatter(Op):
+    """Each window's upstream gradient goes to the pixel that won the max."""
+
+    def forward(self, g):
+        a = self.attrs
+        return kernels.window_scatter(g, a["x_shape"], **_window(a), winner=a["winner"])
+
+    def backward(self, gg):
+        return (MaxPoolGather(**self.attrs).apply(gg),)
+
+
+@register("max_pool2d_gather")
+class MaxPoolGather(Op):
+    """The adjoint of MaxPoolScatter: read each window's winning pixel."""
+
+    def forward(self, x):
+        return kernels.max_pool_gather(x, self.attrs["winner"], **_window(self.attrs))
+
+    def backward(self, g):
+        return (MaxPoolScatter(**self.attrs).apply(g),)
+
+
+@register("avg_pool2d")
+class AvgPool2d(Op):
+    def forward(self, x):
+        self.x_shape = x.shape
+        return kernels.avg_pool_forward(x, **_window(self.attrs))
+
+    def backward(self, g):
+        return (AvgPoolScatter(**self.attrs, x_shape=self.x_shape).apply(g),)
+
+
+@register("avg_pool2d_backward")
+class AvgPoolScatter(Op):
+    """Each window's upstream gradient, divided by the window size, to every pixel in it."""
+
+    def forward(self, g):
+        a = self.attrs
+        share = g * g.dtype.type(1.0 / (a["kernel"][0] * a["kernel"][1]))
+        return kernels.window_scatter(share, a["x_shape"], **_window(a), winner=None)
+
+    def backward(self, gg):
+        settings = {k: v for k, v in self.attrs.items() if k != "x_shape"}
+        return (AvgPool2d(**settings).apply(gg),)
+
+
+def _pair(name: str, arg: str, value: Any) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) for v in pair):
+        raise TypeError(f"{name}: {arg} must be an int or a pair of ints, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def check_pool_args(name: str, x: Tensor, kernel_size: Any, stride: Any,
+                    padding: Any) -> dict[str, Any]:
+    """Validate a pooling call; return the op's settings. stride defaults to kernel_size."""
+    if x.ndim != 4:
+        raise ValueError(f"{name}: expected a 4-D input (N, C, H, W), got shape {x.shape}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"{name}: input must be float, got dtype {x.dtype}; use .float()")
+    kernel = _pair(name, "kernel_size", kernel_size)
+    stride = kernel if stride is None else _pair(name, "stride", stride)
+    padding = _pair(name, "padding", padding)
+    if min(kernel) < 1 or min(stride) < 1:
+        raise ValueError(f"{name}: kernel_size and stride must be >= 1, got {kernel}, {stride}")
+    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2 or min(padding) < 0:
+        raise ValueError(
+            f"{name}: padding {padding} must be between 0 and half the kernel size {kernel}"
+        )
+    h, w = x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1]
+    if kernel[0] > h or kernel[1] > w:
+        raise ValueError(
+            f"{name}: kernel {kernel} is larger than the padded input {h}x{w} (input {x.shape})"
+        )
+    return dict(kernel=kernel, stride=stride, padding=padding)

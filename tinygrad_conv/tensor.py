@@ -1,0 +1,454 @@
+"""The Tensor: an ndarray plus the graph link to the op that made it.
+
+Every method here is a thin wrapper: the math of each op (forward and backward side by side)
+lives in ``tinygrad_conv.ops``; graph recording and the backward walk live in ``engine``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import engine
+
+DEFAULT_FLOAT = np.float32
+
+
+def _as_array(data: Any, dtype: Any) -> np.ndarray:
+    if isinstance(data, Tensor):
+        arr = np.array(data.data, dtype=dtype, copy=True)
+    else:
+        arr = np.array(data, dtype=dtype, copy=True)
+        if dtype is None and arr.dtype.kind == "f" and arr.dtype != DEFAULT_FLOAT:
+            arr = arr.astype(DEFAULT_FLOAT)
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(
+            f"Tensor: cannot hold data of dtype {arr.dtype}; pass numbers (float, int or bool)"
+        )
+    return arr
+
+
+class Tensor:
+    """An n-dimensional array that records the operations applied to it.
+
+    ``Tensor(data, requires_grad=False, dtype=None)``: data is a Tensor, ndarray, list or number.
+    Float data becomes float32 unless ``dtype`` says otherwise; integer data stays integer.
+    """
+
+    __array_ufunc__ = None  # make `ndarray + Tensor` call Tensor.__radd__
+    __hash__ = object.__hash__  # __eq__ is elementwise, so hash by identity
+
+    def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None) -> None:
+        self.data: np.ndarray = _as_array(data, dtype)
+        self.grad: Tensor | None = None
+        self.op: engine.Op | None = None
+        self._hooks: list[Callable] = []
+        self._retains_grad = False
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    @classmethod
+    def _from_array(cls, arr: np.ndarray, requires_grad: bool = False) -> Tensor:
+        """Wrap an array without copying or converting (for ops' outputs)."""
+        t = cls.__new__(cls)
+        t.data, t.grad, t.op, t._hooks, t._retains_grad = arr, None, None, [], False
+        t.requires_grad = requires_grad
+        return t
+
+    # ---- attributes -------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    @property
+    def parents(self) -> tuple[Tensor, ...]:
+        """The inputs of the op that made this tensor (empty for a leaf)."""
+        return self.op.inputs if self.op is not None else ()
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.op is None
+
+    def __len__(self) -> int:
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.data.shape[0]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return self.data if dtype is None else self.data.astype(dtype)
+
+    def numpy(self) -> np.ndarray:
+        """The underlying array (shared, not copied), as ``torch.Tensor.numpy``."""
+        return self.data
+
+    def item(self) -> float | int | bool:
+        """The value of a one-element tensor as a Python number."""
+        if self.size != 1:
+            raise ValueError(f"item(): only one-element tensors convert, this one has shape {self.shape}")
+        return self.data.item()
+
+    def tolist(self) -> Any:
+        return self.data.tolist()
+
+    def __repr__(self) -> str:
+        body = np.array2string(self.data, separator=", ", prefix="tensor(")
+        extra = ""
+        if self.dtype != DEFAULT_FLOAT:
+            extra += f", dtype={self.dtype}"
+        if self.op is not None:
+            extra += f", op={self.op.name}"
+        elif self.requires_grad:
+            extra += ", requires_grad=True"
+        return f"tensor({body}{extra})"
+
+    def __bool__(self) -> bool:
+        if self.size != 1:
+            raise ValueError(
+                f"the truth value of a tensor with {self.size} elements is ambiguous; "
+                "use .any() or .all() on t.numpy()"
+            )
+        return bool(self.data)
+
+    # ---- autograd ---------------------------------------------------------------------
+    def backward(
+        self, grad: Any = None, retain_graph: bool | None = None, create_graph: bool = False
+    ) -> None:
+        """Accumulate d(self)/d(leaf) into ``.grad`` of every leaf that requires grad.
+
+        ``grad`` (same shape as self) seeds the walk; it defaults to 1 for a one-element tensor.
+        ``retain_graph`` defaults to ``create_graph`` (as PyTorch): the grads' own graph runs
+        through this one.
+        """
+        retain_graph = create_graph if retain_graph is None else retain_graph
+        if not self.requires_grad:
+            raise RuntimeError(
+                "backward: this tensor does not require grad and has no graph; create the "
+                "inputs with requires_grad=True (and do not compute it under no_grad)"
+            )
+        if grad is None:
+            if self.size != 1:
+                raise RuntimeError(
+                    f"backward: grad can be implied only for a one-element tensor, but this one "
+                    f"has shape {self.shape}; pass grad= with that shape (or reduce it, e.g. .sum())"
+                )
+            seed = Tensor._from_array(np.ones(self.shape, dtype=self.dtype))
+        else:
+            seed = grad if isinstance(grad, Tensor) else Tensor(grad, dtype=self.dtype)
+            if seed.shape != self.shape:
+                raise RuntimeError(
+                    f"backward: grad has shape {seed.shape} but the tensor has shape {self.shape}"
+                )
+        engine.run_backward(self, seed, retain_graph, create_graph)
+
+    def detach(self) -> Tensor:
+        """A new leaf sharing this tensor's data, cut from the graph."""
+        return Tensor._from_array(self.data)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        """Set ``requires_grad`` in place (leaves only); returns self."""
+        if requires_grad and self.data.dtype.kind != "f":
+            raise RuntimeError(
+                f"only floating-point tensors can require grad; this one is {self.dtype} "
+                "(pass dtype=np.float32 or float data)"
+            )
+        if not requires_grad and self.op is not None:
+            raise RuntimeError("requires_grad_(False) works on leaves only; use .detach()")
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def retain_grad(self) -> None:
+        """Keep ``.grad`` on this non-leaf tensor after backward."""
+        if not self.requires_grad:
+            raise RuntimeError("retain_grad: this tensor does not require grad")
+        self._retains_grad = True
+
+    def register_hook(self, fn: Callable[[Tensor], Tensor | None]) -> Callable[[], None]:
+        """Call ``fn(grad)`` when this tensor's grad is computed; a returned Tensor replaces it.
+
+        Returns a function that removes the hook.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("register_hook: this tensor does not require grad")
+        self._hooks.append(fn)
+        return lambda: self._hooks.remove(fn)
+
+    # ---- operators (math in ops.elementwise / ops.linalg) ------------------------------
+    def __add__(self, other: Any) -> Tensor:
+        return E.add(self, other)
+
+    def __radd__(self, other: Any) -> Tensor:
+        return E.add(other, self)
+
+    def __sub__(self, other: Any) -> Tensor:
+        return E.sub(self, other)
+
+    def __rsub__(self, other: Any) -> Tensor:
+        return E.sub(other, self)
+
+    def __mul__(self, other: Any) -> Tensor:
+        return E.mul(self, other)
+
+    def __rmul__(self, other: Any) -> Tensor:
+        return E.mul(other, self)
+
+    def __truediv__(self, other: Any) -> Tensor:
+        return E.div(self, other)
+
+    def __rtruediv__(self, other: Any) -> Tensor:
+        return E.div(other, self)
+
+    def __pow__(self, other: Any) -> Tensor:
+        return E.pow(self, other)
+
+    def __rpow__(self, other: Any) -> Tensor:
+        return E.pow(other, self)
+
+    def __matmul__(self, other: Any) -> Tensor:
+        return L.matmul(self, other)
+
+    def __rmatmul__(self, other: Any) -> Tensor:
+        return L.matmul(other, self)
+
+    def __neg__(self) -> Tensor:
+        return E.neg(self)
+
+    def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return E.compare(np.equal, self, other)
+
+    def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return E.compare(np.not_equal, self, other)
+
+    def __lt__(self, other: Any) -> Tensor:
+        return E.compare(np.less, self, other)
+
+    def __le__(self, other: Any) -> Tensor:
+        return E.compare(np.less_equal, self, other)
+
+    def __gt__(self, other: Any) -> Tensor:
+        return E.compare(np.greater, self, other)
+
+    def __ge__(self, other: Any) -> Tensor:
+        return E.compare(np.greater_equal, self, other)
+
+    def __getitem__(self, index: Any) -> Tensor:
+        return M.getitem(self, index)
+
+    # ---- elementwise methods ----------------------------------------------------------
+    def exp(self) -> Tensor:
+        return E.exp(self)
+
+    def log(self) -> Tensor:
+        return E.log(self)
+
+    def sqrt(self) -> Tensor:
+        return E.sqrt(self)
+
+    def abs(self) -> Tensor:
+        return E.abs(self)
+
+    def relu(self) -> Tensor:
+        return E.relu(self)
+
+    def sigmoid(self) -> Tensor:
+        return E.sigmoid(self)
+
+    def tanh(self) -> Tensor:
+        return E.tanh(self)
+
+    def clip(self, lo: float | None = None, hi: float | None = None) -> Tensor:
+        return E.clip(self, lo, hi)
+
+    clamp = clip
+
+    def astype(self, dtype: Any) -> Tensor:
+        """Cast to ``dtype`` (differentiable between float dtypes)."""
+        return E.cast(self, np.dtype(dtype))
+
+    def float(self) -> Tensor:
+        return self.astype(np.float32)
+
+    def double(self) -> Tensor:
+        return self.astype(np.float64)
+
+    # ---- reductions -------------------------------------------------------------------
+    def sum(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None,
+            keepdim: bool | None = None) -> Tensor:
+        return R.sum(self, _axis(axis, dim), _keep(keepdims, keepdim))
+
+    def mean(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None,
+             keepdim: bool | None = None) -> Tensor:
+        return R.mean(self, _axis(axis, dim), _keep(keepdims, keepdim))
+
+    def max(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None,
+            keepdim: bool | None = None) -> Tensor:
+        return R.amax(self, _axis(axis, dim), _keep(keepdims, keepdim))
+
+    def min(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None,
+            keepdim: bool | None = None) -> Tensor:
+        return R.amin(self, _axis(axis, dim), _keep(keepdims, keepdim))
+
+    def argmax(self, axis: int | None = None, *, dim: int | None = None) -> Tensor:
+        """Indices of the maxima (int64, no grad)."""
+        return Tensor._from_array(np.argmax(self.data, axis=_axis(axis, dim)))
+
+    def argmin(self, axis: int | None = None, *, dim: int | None = None) -> Tensor:
+        return Tensor._from_array(np.argmin(self.data, axis=_axis(axis, dim)))
+
+    # ---- movement ---------------------------------------------------------------------
+    def reshape(self, *shape: Any) -> Tensor:
+        return M.reshape(self, _shape_arg(shape))
+
+    view = reshape
+
+    def permute(self, *axes: Any) -> Tensor:
+        return M.permute(self, _shape_arg(axes))
+
+    def transpose(self, dim0: int, dim1: int) -> Tensor:
+        """Swap two axes (as ``torch.transpose``)."""
+        axes = list(range(self.ndim))
+        axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
+        return M.permute(self, tuple(axes))
+
+    @property
+    def T(self) -> Tensor:
+        return M.permute(self, tuple(reversed(range(self.ndim))))
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+        if self.ndim == 0:
+            return self.reshape(1)
+        start, end = start_dim % self.ndim, end_dim % self.ndim
+        shape = self.shape[:start] + (-1,) + self.shape[end + 1:]
+        return M.reshape(self, shape)
+
+    def squeeze(self, dim: int | None = None) -> Tensor:
+        if dim is None:
+            return M.reshape(self, tuple(s for s in self.shape if s != 1))
+        dim = dim % max(self.ndim, 1)
+        if self.ndim == 0 or self.shape[dim] != 1:
+            return self
+        return M.reshape(self, self.shape[:dim] + self.shape[dim + 1:])
+
+    def unsqueeze(self, dim: int) -> Tensor:
+        dim = dim % (self.ndim + 1)
+        return M.reshape(self, self.shape[:dim] + (1,) + self.shape[dim:])
+
+    def expand(self, *shape: Any) -> Tensor:
+        """Broadcast to ``shape`` (as ``np.broadcast_to``; -1 keeps a size)."""
+        shape = _shape_arg(shape)
+        lead = len(shape) - self.ndim
+        full = tuple(
+            self.shape[i - lead] if s == -1 else s for i, s in enumerate(shape)
+        )
+        return M.broadcast_to(self, full)
+
+
+def _axis(axis: Any, dim: Any) -> Any:
+    if dim is not None:
+        if axis is not None:
+            raise TypeError("pass either axis= or dim=, not both")
+        axis = dim
+    return tuple(axis) if isinstance(axis, list) else axis
+
+
+def _keep(keepdims: bool, keepdim: bool | None) -> bool:
+    return bool(keepdims if keepdim is None else keepdim)
+
+
+def _shape_arg(shape: tuple) -> tuple[int, ...]:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        return tuple(shape[0])
+    return tuple(shape)
+
+
+def as_tensor(x: Any) -> Tensor:
+    """``x`` if it is a Tensor, else a constant Tensor (no grad) made from it."""
+    return x if isinstance(x, Tensor) else Tensor(x)
+
+
+def tensor(data: Any, requires_grad: bool = False, dtype: Any = None) -> Tensor:
+    """Same as ``Tensor(data, requires_grad, dtype)``."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+
+
+def _dims(shape: Sequence) -> tuple[int, ...]:
+    return _shape_arg(tuple(shape))
+
+
+def zeros(*shape: Any, requires_grad: bool = False, dtype: Any = None) -> Tensor:
+    """A tensor of zeros of the given shape (float32 unless ``dtype``)."""
+    return Tensor(np.zeros(_dims(shape), dtype or DEFAULT_FLOAT), requires_grad, dtype)
+
+
+def ones(*shape: Any, requires_grad: bool = False, dtype: Any = None) -> Tensor:
+    """A tensor of ones of the given shape (float32 unless ``dtype``)."""
+    return Tensor(np.ones(_dims(shape), dtype or DEFAULT_FLOAT), requires_grad, dtype)
+
+
+def zeros_like(t: Any, requires_grad: bool = False, dtype: Any = None) -> Tensor:
+    return zeros(*np.shape(t), requires_grad=requires_grad, dtype=dtype or np.asarray(t).dtype)
+
+
+def ones_like(t: Any, requires_grad: bool = False, dtype: Any = None) -> Tensor:
+    return ones(*np.shape(t), requires_grad=requires_grad, dtype=dtype or np.asarray(t).dtype)
+
+
+def randn(*shape: Any, requires_grad: bool = False, dtype: Any = None) -> Tensor:
+    """Standard normal samples from the generator ``manual_seed`` seeds."""
+    from .rng import generator
+
+    dtype = np.dtype(dtype or DEFAULT_FLOAT)
+    data = generator().standard_normal(_dims(shape), dtype=np.float64).astype(dtype)
+    return Tensor(data, requires_grad, dtype)
+
+
+def rand(*shape: Any, requires_grad: bool = False, dtype: Any = None) -> Tensor:
+    """Uniform samples in [0, 1) from the generator ``manual_seed`` seeds."""
+    from .rng import generator
+
+    dtype = np.dtype(dtype or DEFAULT_FLOAT)
+    data = generator().random(_dims(shape), dtype=np.float64).astype(dtype)
+    return Tensor(data, requires_grad, dtype)
+
+
+def arange(start: float, end: float | None = None, step: float = 1, *,
+           requires_grad: bool = False, dtype: Any = None) -> Tensor:
+    """Values from start to end (exclusive), as ``torch.arange``: int64 for ints, else float32."""
+    if end is None:
+        start, end = 0, start
+    data = np.arange(start, end, step)
+    return Tensor(data, requires_grad, dtype)
+
+
+def cat(tensors: Sequence[Tensor], axis: int = 0, *, dim: int | None = None) -> Tensor:
+    """Join tensors along an existing axis."""
+    return M.cat(tensors, _axis(axis, dim) if dim is not None else axis)
+
+
+def stack(tensors: Sequence[Tensor], axis: int = 0, *, dim: int | None = None) -> Tensor:
+    """Join tensors along a new axis."""
+    axis = _axis(axis, dim) if dim is not None else axis
+    tensors = [as_tensor(t) for t in tensors]
+    if not tensors:
+        raise ValueError("stack: expected a non-empty sequence of tensors")
+    return M.cat([t.unsqueeze(axis) for t in tensors], axis)
+
+
+from .ops import elementwise as E  # noqa: E402  (ops import Tensor from this module)
+from .ops import linalg as L  # noqa: E402
+from .ops import movement as M  # noqa: E402
+from .ops import reduce as R  # noqa: E402
