@@ -113,7 +113,9 @@ class Op:
         tensors = tuple(as_tensor(x) for x in inputs)
         record = _state["grad_enabled"] and any(t.requires_grad for t in tensors)
         self.needs_grad = tuple(record and t.requires_grad for t in tensors)
-        out = Tensor._from_array(self.forward(*(t.data for t in tensors)), requires_grad=record)
+        # np.asarray: full reductions give NumPy scalars; .data is always an ndarray
+        out = Tensor._from_array(np.asarray(self.forward(*(t.data for t in tensors))),
+                                 requires_grad=record)
         if record:
             self.inputs = tensors
             self.scope = tuple(_module_stack)

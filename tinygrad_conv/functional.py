@@ -210,7 +210,9 @@ def batch_norm(x: Any, running_mean: Any, running_var: Any, weight: Any = None,
     if training:
         count = x.size // c
         if count < 2:
-            raise ValueError(f"batch_norm: training needs more than 1 value per channel, got {x.shape}")
+            raise ValueError(
+                f"batch_norm: training needs more than 1 value per channel, got {x.shape}"
+            )
         mean = x.mean(axes, keepdims=True)
         centered = x - mean
         var = (centered * centered).mean(axes, keepdims=True)

@@ -14,13 +14,16 @@ def _as_float64_inputs(inputs: Sequence[Any]) -> list[Any]:
     out = []
     for x in inputs:
         if isinstance(x, Tensor) and x.dtype.kind == "f":
-            out.append(Tensor(x.data, requires_grad=x.requires_grad, dtype=np.float64))
+            # C order, so that perturbing x.data.reshape(-1) in place reaches the tensor
+            data = np.ascontiguousarray(x.data, dtype=np.float64)
+            out.append(Tensor(data, requires_grad=x.requires_grad, dtype=np.float64))
         else:
             out.append(x)
     return out
 
 
-def _projected(fn: Callable, inputs: list[Any], weights: np.ndarray | None) -> tuple[Tensor, np.ndarray]:
+def _projected(fn: Callable, inputs: list[Any],
+               weights: np.ndarray | None) -> tuple[Tensor, np.ndarray]:
     out = fn(*inputs)
     if not isinstance(out, Tensor):
         raise TypeError(f"gradcheck: fn must return a Tensor, got {type(out).__name__}")
@@ -49,6 +52,8 @@ def gradcheck(fn: Callable[..., Tensor], inputs: Sequence[Any], eps: float = 1e-
     # snapshot now: evaluating fn below may touch the inputs' .grad
     analytics = {i: np.zeros(inputs[i].shape) if inputs[i].grad is None
                  else inputs[i].grad.data.copy() for i in checked}
+    for i in checked:  # an fn that calls backward itself must not start from these
+        inputs[i].grad = None
     for i in checked:
         x, analytic = inputs[i], analytics[i]
         numeric = np.zeros(x.shape)

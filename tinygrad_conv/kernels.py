@@ -1,9 +1,15 @@
 """Array kernels for convolution and pooling: im2col, col2im, pooling windows.
 
-Layout. Every kernel here works "channels first": on arrays laid out (C, N, H, W) in memory.
-The ops hand out their (N, C, H, W) results as transposed *views* of such arrays, so a chain
-conv -> relu -> pool -> conv never copies to change layout, and the GEMM output
-(F, N*H'*W') is the next layer's input without a transpose copy.
+Layout. Tensors are (N, C, H, W) to the user, but every kernel here works on arrays laid out
+(N, H, W, C) in memory ("channels last") and hands its results back as transposed *views*.
+A chain conv -> relu -> pool -> conv therefore never copies to change layout: the GEMM
+output, one row per output pixel, already is the next layer's input, and each strided
+window view keeps a contiguous innermost axis (the channels), which NumPy loops vectorise.
+
+X_col is the (C*HH*WW, N*H'*W') matrix of the im2col formulas. It is stored pixel-major,
+as its transpose (N*H'*W', HH*WW*C), and ``im2col`` returns the (K, P) view of that
+buffer, so ``dout_flat @ X_col.T`` is one BLAS call on transposed views with no copy.
+Its K axis runs (i, j, c) (kernel row, kernel column, channel), and W_flat matches it.
 
 Loops run over kernel offsets (HH x WW of them, each one strided slice of the whole batch),
 never over output pixels.
@@ -12,6 +18,9 @@ never over output pixels.
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+Pair = tuple[int, int]
 
 
 def conv_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int) -> int:
@@ -19,175 +28,219 @@ def conv_output_size(size: int, kernel: int, stride: int, pad: int, dilation: in
     return 1 + (size + 2 * pad - dilation * (kernel - 1) - 1) // stride
 
 
-def channels_first(x: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) -> a (C, N, H, W) view (no copy)."""
-    return x.transpose(1, 0, 2, 3)
+def channels_last(x: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) -> an (N, H, W, C) view (no copy)."""
+    return x.transpose(0, 2, 3, 1)
 
 
-def pad_channels_first(x: np.ndarray, ph: int, pw: int, value: float = 0.0) -> np.ndarray:
-    """x (N, C, H, W) -> (C, N, H + 2ph, W + 2pw), borders filled with ``value``.
+def channels_first(y: np.ndarray) -> np.ndarray:
+    """(N, H, W, C) -> an (N, C, H, W) view (no copy)."""
+    return y.transpose(0, 3, 1, 2)
 
-    With no padding this is a view; otherwise one copy into a fresh buffer.
+
+def pad_channels_last(x: np.ndarray, padding: Pair, value: float = 0.0) -> np.ndarray:
+    """x (N, C, H, W) -> (N, H + 2ph, W + 2pw, C) with borders set to ``value``.
+
+    Without padding this is a view; otherwise one copy into a fresh buffer.
     """
-    xc = channels_first(x)
+    xl = channels_last(x)
+    ph, pw = padding
     if ph == 0 and pw == 0:
-        return xc
-    c, n, h, w = xc.shape
-    out = np.empty((c, n, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
-    out[:, :, :ph] = value
-    out[:, :, ph + h:] = value
-    out[:, :, ph:ph + h, :pw] = value
-    out[:, :, ph:ph + h, pw + w:] = value
-    out[:, :, ph:ph + h, pw:pw + w] = xc
+        return xl
+    n, h, w, c = xl.shape
+    out = np.empty((n, h + 2 * ph, w + 2 * pw, c), dtype=x.dtype)
+    out[:, :ph] = value
+    out[:, ph + h:] = value
+    out[:, ph:ph + h, :pw] = value
+    out[:, ph:ph + h, pw + w:] = value
+    out[:, ph:ph + h, pw:pw + w] = xl
     return out
 
 
-def window(xp: np.ndarray, i: int, j: int, out_hw: tuple[int, int],
-           stride: tuple[int, int], dilation: tuple[int, int] = (1, 1)) -> np.ndarray:
-    """The strided view of padded xp (C, N, Hp, Wp) that kernel offset (i, j) sees:
-    (C, N, H', W'), element [c, n, y, x] = xp[c, n, i*dh + y*sh, j*dw + x*sw]."""
+def window(xp: np.ndarray, i: int, j: int, out_hw: Pair, stride: Pair,
+           dilation: Pair = (1, 1)) -> np.ndarray:
+    """The strided view of padded xp (N, Hp, Wp, ...) that kernel offset (i, j) sees:
+    (N, H', W', ...) with [n, y, x] = xp[n, i*dh + y*sh, j*dw + x*sw]."""
     (ho, wo), (sh, sw), (dh, dw) = out_hw, stride, dilation
     top, left = i * dh, j * dw
-    return xp[:, :, top:top + sh * (ho - 1) + 1:sh, left:left + sw * (wo - 1) + 1:sw]
+    return xp[:, top:top + sh * (ho - 1) + 1:sh, left:left + sw * (wo - 1) + 1:sw]
 
 
-def im2col(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
-           padding: tuple[int, int], dilation: tuple[int, int]) -> np.ndarray:
-    """x (N, C, H, W) -> X_col (C*HH*WW, N*H'*W').
+def _out_hw(x_shape: tuple[int, ...], kernel: Pair, stride: Pair, padding: Pair,
+            dilation: Pair) -> Pair:
+    return (conv_output_size(x_shape[2], kernel[0], stride[0], padding[0], dilation[0]),
+            conv_output_size(x_shape[3], kernel[1], stride[1], padding[1], dilation[1]))
 
-    Row (c, i, j) holds input channel c seen at kernel offset (i, j); column (n, y, x) is one
-    output position. One strided copy per kernel offset.
+
+def im2col(x: np.ndarray, kernel: Pair, stride: Pair, padding: Pair, dilation: Pair,
+           groups: int = 1) -> np.ndarray:
+    """x (N, C, H, W) -> X_col (C*HH*WW, N*H'*W'), a transposed view of a pixel-major buffer.
+
+    Column (n, y, x) is one output position; row (g, i, j, c) is channel c of group g seen at
+    kernel offset (i, j). A strided view already holds every window (entry [n, y, x, g, i, j,
+    c] reads xp[n, y*sh + i*dh, x*sw + j*dw, g, c]); one copy makes it a matrix.
     """
-    n, c, h, w = x.shape
+    n, c, _, _ = x.shape
     kh, kw = kernel
-    ho = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
-    wo = conv_output_size(w, kw, stride[1], padding[1], dilation[1])
-    xp = pad_channels_first(x, *padding)
-    cols = np.empty((c, kh, kw, n, ho, wo), dtype=x.dtype)
+    ho, wo = _out_hw(x.shape, kernel, stride, padding, dilation)
+    xp = pad_channels_last(x, padding)
+    xp = xp.reshape(xp.shape[:3] + (groups, c // groups))
+    sn, sy, sx, sg, sc = xp.strides
+    windows = as_strided(
+        xp, shape=(n, ho, wo, groups, kh, kw, c // groups),
+        strides=(sn, sy * stride[0], sx * stride[1], sg, sy * dilation[0], sx * dilation[1], sc),
+        writeable=False,
+    )
+    return np.ascontiguousarray(windows).reshape(n * ho * wo, c * kh * kw).T
+
+
+def col2im(x_col: np.ndarray, x_shape: tuple[int, int, int, int], kernel: Pair, stride: Pair,
+           padding: Pair, dilation: Pair, groups: int = 1) -> np.ndarray:
+    """The adjoint of im2col: an X_col-shaped (C*HH*WW, N*H'*W') array -> (N, C, H, W).
+
+    Each entry is added back to the input pixel it was copied from; pixels seen by several
+    windows sum their contributions. One strided add per kernel offset.
+    """
+    n, c, _, _ = x_shape
+    kh, kw = kernel
+    ho, wo = _out_hw(x_shape, kernel, stride, padding, dilation)
+    cols7 = x_col.T.reshape(n, ho, wo, groups, kh, kw, c // groups)
+    dxp = _padded_zeros(x_shape, padding, groups, x_col.dtype)
     for i in range(kh):
         for j in range(kw):
-            cols[:, i, j] = window(xp, i, j, (ho, wo), stride, dilation)
-    return cols.reshape(c * kh * kw, n * ho * wo)
+            window(dxp, i, j, (ho, wo), stride, dilation)[...] += cols7[:, :, :, :, i, j]
+    return _unpad(dxp, x_shape, padding)
 
 
-def col2im(cols: np.ndarray, x_shape: tuple[int, int, int, int], kernel: tuple[int, int],
-           stride: tuple[int, int], padding: tuple[int, int],
-           dilation: tuple[int, int]) -> np.ndarray:
-    """The adjoint of im2col: X_col-shaped (C*HH*WW, N*H'*W') -> (N, C, H, W).
+def col2im_of_product(w_flat: np.ndarray, dout_flat: np.ndarray,
+                      x_shape: tuple[int, int, int, int], kernel: Pair, stride: Pair,
+                      padding: Pair, dilation: Pair) -> np.ndarray:
+    """col2im(W_flat.T @ dout_flat) for one group, without holding the whole product.
 
-    Each column entry is added back to the input pixel it was copied from; pixels seen by
-    several windows sum their contributions. One strided add per kernel offset. The result
-    is a channels-first view.
+    Row block (i, j) of W_flat.T @ dout_flat (the C rows of kernel offset (i, j)) is
+    computed on its own, as dout_flat.T @ W_flat[:, block] (N*H'*W', C), and added into its
+    window at once: each block is contiguous and small enough to stay in cache.
     """
+    n, c, _, _ = x_shape
+    kh, kw = kernel
+    ho, wo = _out_hw(x_shape, kernel, stride, padding, dilation)
+    dtype = np.result_type(w_flat, dout_flat)
+    dxp = _padded_zeros(x_shape, padding, 1, dtype)
+    block = np.empty((n * ho * wo, c), dtype)
+    for i in range(kh):
+        for j in range(kw):
+            first = (i * kw + j) * c
+            np.matmul(dout_flat.T, w_flat[:, first:first + c], out=block)
+            target = window(dxp, i, j, (ho, wo), stride, dilation)
+            target += block.reshape(n, ho, wo, 1, c)
+    return _unpad(dxp, x_shape, padding)
+
+
+def _padded_zeros(x_shape: tuple[int, int, int, int], padding: Pair, groups: int,
+                  dtype: np.dtype) -> np.ndarray:
     n, c, h, w = x_shape
-    kh, kw = kernel
-    (ph, pw) = padding
-    ho = conv_output_size(h, kh, stride[0], ph, dilation[0])
-    wo = conv_output_size(w, kw, stride[1], pw, dilation[1])
-    cols6 = cols.reshape(c, kh, kw, n, ho, wo)
-    dxp = np.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            window(dxp, i, j, (ho, wo), stride, dilation)[...] += cols6[:, i, j]
-    return channels_first(dxp[:, :, ph:ph + h, pw:pw + w])
+    return np.zeros((n, h + 2 * padding[0], w + 2 * padding[1], groups, c // groups), dtype)
 
 
-def grouped_matmul(a: np.ndarray, b: np.ndarray, groups: int) -> np.ndarray:
-    """Block-diagonal product: a (G*M, K) @ b (G*K, P) -> (G*M, P), group g with group g.
-
-    With one group it is a plain GEMM; the transposed-view operands that conv's backward passes
-    go to BLAS without copies.
-    """
-    if groups == 1:
-        return a @ b
-    m, k = a.shape[0] // groups, a.shape[1]
-    out = np.matmul(a.reshape(groups, m, k), b.reshape(groups, k, b.shape[1]))
-    return out.reshape(groups * m, b.shape[1])
+def _unpad(dxp: np.ndarray, x_shape: tuple[int, int, int, int], padding: Pair) -> np.ndarray:
+    n, c, h, w = x_shape
+    ph, pw = padding
+    return channels_first(dxp[:, ph:ph + h, pw:pw + w].reshape(n, h, w, c))
 
 
-def grouped_matmul_nt(a: np.ndarray, b: np.ndarray, groups: int) -> np.ndarray:
-    """Block-diagonal a @ b.T: a (G*M, P), b (G*K, P) -> (G*M, K) (BLAS reads b transposed)."""
-    if groups == 1:
-        return a @ b.T
-    m, k, p = a.shape[0] // groups, b.shape[0] // groups, a.shape[1]
-    out = np.matmul(a.reshape(groups, m, p), b.reshape(groups, k, p).transpose(0, 2, 1))
-    return out.reshape(groups * m, k)
+def weight_rows(w: np.ndarray) -> np.ndarray:
+    """W_flat: weight (F, C/G, HH, WW) -> (F, HH*WW*C/G), columns in X_col's (i, j, c) order."""
+    return w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
 
 
-def flat_channels_first(y: np.ndarray) -> np.ndarray:
-    """(N, F, H', W') -> (F, N*H'*W'): a view when y is already channels-first in memory."""
-    return channels_first(y).reshape(y.shape[1], -1)
+def weight_from_rows(rows: np.ndarray, w_shape: tuple[int, int, int, int]) -> np.ndarray:
+    """The inverse of ``weight_rows``: (F, HH*WW*C/G) -> a contiguous (F, C/G, HH, WW)."""
+    f, cg, kh, kw = w_shape
+    return np.ascontiguousarray(rows.reshape(f, kh, kw, cg).transpose(0, 3, 1, 2))
 
 
-def pool_windows(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
-                 padding: tuple[int, int], fill: float):
-    """((H', W'), views): one (C, N, H', W') view per kernel offset of x (N, C, H, W)
-    padded with ``fill``, in row-major offset order."""
-    _, _, h, w = x.shape
-    ho = conv_output_size(h, kernel[0], stride[0], padding[0], 1)
-    wo = conv_output_size(w, kernel[1], stride[1], padding[1], 1)
-    xp = pad_channels_first(x, *padding, value=fill)
-    offsets = [(i, j) for i in range(kernel[0]) for j in range(kernel[1])]
-    return (ho, wo), [window(xp, i, j, (ho, wo), stride) for i, j in offsets]
+def flat_pixels(y: np.ndarray) -> np.ndarray:
+    """dout_flat: (N, F, H', W') -> (F, N*H'*W'); a view when y is channels-last in memory."""
+    return channels_last(y).reshape(-1, y.shape[1]).T
 
 
-def max_pool_forward(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
-                     padding: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """x (N, C, H, W) -> (out (N, C, H', W'), winner (C, N, H', W') uint8 kernel-offset index).
+def pool_windows(x: np.ndarray, kernel: Pair, stride: Pair, padding: Pair,
+                 fill: float) -> list[np.ndarray]:
+    """One (N, H', W', C) view per kernel offset of x (N, C, H, W) padded with ``fill``,
+    in row-major offset order."""
+    out_hw = _out_hw(x.shape, kernel, stride, padding, (1, 1))
+    xp = pad_channels_last(x, padding, value=fill)
+    return [window(xp, i, j, out_hw, stride) for i in range(kernel[0]) for j in range(kernel[1])]
+
+
+def max_pool_forward(x: np.ndarray, kernel: Pair, stride: Pair,
+                     padding: Pair) -> tuple[np.ndarray, np.ndarray]:
+    """x (N, C, H, W) -> (out (N, C, H', W'), winner (N, H', W', C) uint8 offset index).
 
     The first maximum in window order wins ties (as PyTorch); padding is -inf, never a max.
     """
-    _, views = pool_windows(x, kernel, stride, padding, -np.inf)
+    views = pool_windows(x, kernel, stride, padding, -np.inf)
     out = views[0].copy()
     winner = np.zeros(out.shape, dtype=np.uint8)
     better = np.empty(out.shape, dtype=bool)
     for k, view in enumerate(views[1:], start=1):
-        np.greater(view, out, out=better)
-        np.copyto(out, view, where=better)
-        winner[better] = k
+        np.greater(view, out, out=better)  # strictly greater: the first maximum keeps its win
+        np.maximum(out, view, out=out)
+        # offsets come in increasing order, so a new winner k is larger than any earlier one
+        np.maximum(winner, better * np.uint8(k), out=winner)
     return channels_first(out), winner
 
 
-def window_scatter(values: np.ndarray, x_shape: tuple[int, int, int, int],
-                   kernel: tuple[int, int], stride: tuple[int, int],
-                   padding: tuple[int, int], winner: np.ndarray | None) -> np.ndarray:
+def _overlapping(kernel: Pair, stride: Pair) -> bool:
+    return stride[0] < kernel[0] or stride[1] < kernel[1]
+
+
+def window_scatter(values: np.ndarray, x_shape: tuple[int, int, int, int], kernel: Pair,
+                   stride: Pair, padding: Pair, winner: np.ndarray | None) -> np.ndarray:
     """Send each window's value back to its input pixels: the adjoint of pooling.
 
     values (N, C, H', W'). With ``winner`` (max pooling) a window's value goes to its winning
-    pixel; without (average pooling) it goes to every pixel of the window, already divided by
-    the caller. Returns (N, C, H, W), a channels-first view.
+    pixel; without (average pooling) it goes to every pixel of the window (the caller has
+    divided it by the window size). Returns (N, C, H, W) as a view.
     """
     n, c, h, w = x_shape
-    (ph, pw) = padding
-    vc = channels_first(values)
-    ho, wo = vc.shape[2:]
-    dxp = np.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=values.dtype)
+    ph, pw = padding
+    vl = channels_last(values)
+    out_hw = vl.shape[1:3]
+    dxp = np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=values.dtype)
+    add = _overlapping(kernel, stride)  # disjoint windows can be written, not accumulated
+    hit = None if winner is None else np.empty(winner.shape, dtype=bool)
     k = 0
     for i in range(kernel[0]):
         for j in range(kernel[1]):
-            target = window(dxp, i, j, (ho, wo), stride)
-            target += vc if winner is None else np.where(winner == k, vc, 0)
+            target = window(dxp, i, j, out_hw, stride)
+            if winner is None:
+                np.add(target, vl, out=target)
+            else:
+                np.equal(winner, k, out=hit)
+                if add:
+                    target += vl * hit
+                else:
+                    np.multiply(vl, hit, out=target)
             k += 1
-    return channels_first(dxp[:, :, ph:ph + h, pw:pw + w])
+    return channels_first(dxp[:, ph:ph + h, pw:pw + w])
 
 
-def max_pool_gather(x: np.ndarray, winner: np.ndarray, kernel: tuple[int, int],
-                    stride: tuple[int, int], padding: tuple[int, int]) -> np.ndarray:
-    """Pick, for each window of x (N, C, H, W), the entry at the recorded winning offset.
+def max_pool_gather(x: np.ndarray, winner: np.ndarray, kernel: Pair, stride: Pair,
+                    padding: Pair) -> np.ndarray:
+    """For each window of x (N, C, H, W), the entry at the recorded winning offset.
 
     The adjoint of max pooling's scatter; used for second derivatives through max_pool2d.
     """
-    _, views = pool_windows(x, kernel, stride, padding, 0.0)
     out = np.zeros(winner.shape, dtype=x.dtype)
-    for k, view in enumerate(views):
-        np.copyto(out, view, where=winner == k)
+    for k, view in enumerate(pool_windows(x, kernel, stride, padding, 0.0)):
+        out += view * (winner == k)
     return channels_first(out)
 
 
-def avg_pool_forward(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
-                     padding: tuple[int, int]) -> np.ndarray:
+def avg_pool_forward(x: np.ndarray, kernel: Pair, stride: Pair, padding: Pair) -> np.ndarray:
     """Mean of each window of x (N, C, H, W), zero padding counted -> (N, C, H', W')."""
-    _, views = pool_windows(x, kernel, stride, padding, 0.0)
+    views = pool_windows(x, kernel, stride, padding, 0.0)
     out = views[0].copy()
     for view in views[1:]:
         out += view

@@ -18,7 +18,8 @@ def _out(size: int, k: int, s: int, p: int, d: int) -> int:
 
 
 def conv2d(x, w, b=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
-    """out[n, f, i, j] = b[f] + sum_{c, a, e} w[f, c, a, e] * xpad[n, g*Cg + c, i*s + a*d, j*s + e*d]."""
+    """out[n, f, i, j] = b[f] + sum_{c,a,e} w[f, c, a, e] * xpad[n, g*Cg + c, i*s + a*d, j*s + e*d]
+    where g is f's group and Cg = C / groups."""
     n, c, h, wd = x.shape
     f, cg, kh, kw = w.shape
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
@@ -75,10 +76,17 @@ def conv2d_input_grad_rotated(dout, w, x_shape, stride=(1, 1), padding=(0, 0)):
     # leftover rows/cols the forward never reached (floor in the output size) get zero grad
     extra_h = h + 2 * ph - kh - (ho - 1) * sh
     extra_w = wd + 2 * pw - kw - (wo - 1) * sw
-    framed = np.pad(dilated, ((0, 0), (0, 0), (kh - 1, kh - 1 + extra_h), (kw - 1, kw - 1 + extra_w)))
+    framed = np.pad(
+        dilated, ((0, 0), (0, 0), (kh - 1, kh - 1 + extra_h), (kw - 1, kw - 1 + extra_w))
+    )
     rotated = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, F, kh, kw)
     full = conv2d(framed, rotated)  # gradient w.r.t. the padded input
     return full[:, :, ph:ph + h, pw:pw + wd]
+
+
+def _window(xp, i, j, kernel, stride):
+    top, left = i * stride[0], j * stride[1]
+    return xp[:, :, top:top + kernel[0], left:left + kernel[1]]
 
 
 def max_pool2d(x, kernel=(2, 2), stride=None, padding=(0, 0)):
@@ -91,8 +99,7 @@ def max_pool2d(x, kernel=(2, 2), stride=None, padding=(0, 0)):
     out = np.zeros((n, c, ho, wo))
     for i in range(ho):
         for j in range(wo):
-            win = xp[:, :, i * stride[0]:i * stride[0] + kernel[0], j * stride[1]:j * stride[1] + kernel[1]]
-            out[:, :, i, j] = win.max(axis=(2, 3))
+            out[:, :, i, j] = _window(xp, i, j, kernel, stride).max(axis=(2, 3))
     return out
 
 
@@ -106,6 +113,5 @@ def avg_pool2d(x, kernel=(2, 2), stride=None, padding=(0, 0)):
     out = np.zeros((n, c, ho, wo))
     for i in range(ho):
         for j in range(wo):
-            win = xp[:, :, i * stride[0]:i * stride[0] + kernel[0], j * stride[1]:j * stride[1] + kernel[1]]
-            out[:, :, i, j] = win.mean(axis=(2, 3))
+            out[:, :, i, j] = _window(xp, i, j, kernel, stride).mean(axis=(2, 3))
     return out

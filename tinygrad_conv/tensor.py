@@ -99,7 +99,9 @@ class Tensor:
     def item(self) -> float | int | bool:
         """The value of a one-element tensor as a Python number."""
         if self.size != 1:
-            raise ValueError(f"item(): only one-element tensors convert, this one has shape {self.shape}")
+            raise ValueError(
+                f"item(): only one-element tensors convert, this one has shape {self.shape}"
+            )
         return self.data.item()
 
     def tolist(self) -> Any:
@@ -144,7 +146,8 @@ class Tensor:
             if self.size != 1:
                 raise RuntimeError(
                     f"backward: grad can be implied only for a one-element tensor, but this one "
-                    f"has shape {self.shape}; pass grad= with that shape (or reduce it, e.g. .sum())"
+                    f"has shape {self.shape}; pass grad= with that shape (or reduce it first, "
+                    "e.g. .sum())"
                 )
             seed = Tensor._from_array(np.ones(self.shape, dtype=self.dtype))
         else:
@@ -335,7 +338,8 @@ class Tensor:
         shape = self.shape[:start] + (-1,) + self.shape[end + 1:]
         return M.reshape(self, shape)
 
-    def squeeze(self, dim: int | None = None) -> Tensor:
+    def squeeze(self, dim: int | None = None, *, axis: int | None = None) -> Tensor:
+        dim = _axis(axis, dim)
         if dim is None:
             return M.reshape(self, tuple(s for s in self.shape if s != 1))
         dim = dim % max(self.ndim, 1)
@@ -343,7 +347,10 @@ class Tensor:
             return self
         return M.reshape(self, self.shape[:dim] + self.shape[dim + 1:])
 
-    def unsqueeze(self, dim: int) -> Tensor:
+    def unsqueeze(self, dim: int | None = None, *, axis: int | None = None) -> Tensor:
+        dim = _axis(axis, dim)
+        if dim is None:
+            raise TypeError("unsqueeze: pass the new axis as dim= (or axis=)")
         dim = dim % (self.ndim + 1)
         return M.reshape(self, self.shape[:dim] + (1,) + self.shape[dim:])
 
@@ -436,12 +443,12 @@ def arange(start: float, end: float | None = None, step: float = 1, *,
 
 def cat(tensors: Sequence[Tensor], axis: int = 0, *, dim: int | None = None) -> Tensor:
     """Join tensors along an existing axis."""
-    return M.cat(tensors, _axis(axis, dim) if dim is not None else axis)
+    return M.cat(tensors, axis if dim is None else dim)
 
 
 def stack(tensors: Sequence[Tensor], axis: int = 0, *, dim: int | None = None) -> Tensor:
     """Join tensors along a new axis."""
-    axis = _axis(axis, dim) if dim is not None else axis
+    axis = axis if dim is None else dim
     tensors = [as_tensor(t) for t in tensors]
     if not tensors:
         raise ValueError("stack: expected a non-empty sequence of tensors")

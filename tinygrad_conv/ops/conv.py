@@ -28,31 +28,39 @@ def _geometry(attrs: dict[str, Any]) -> dict[str, Any]:
     return {k: attrs[k] for k in keys}
 
 
+def _blocks(m: np.ndarray, groups: int) -> list[np.ndarray]:
+    """Split a matrix's rows into one block per group (views)."""
+    return np.split(m, groups) if groups > 1 else [m]
+
+
 @register("conv2d")
 class Conv2d(Op):
     """x (N, C, H, W), weight (F, C/groups, HH, WW), optional bias (F,) -> (N, F, H', W')."""
 
     def forward(self, x, w, b=None):
         groups = self.attrs["groups"]
-        cols = kernels.im2col(x, **_geometry(self.attrs))
-        out = kernels.grouped_matmul(w.reshape(w.shape[0], -1), cols, groups)
+        x_col = kernels.im2col(x, **_geometry(self.attrs), groups=groups)  # (K, P)
+        w_flat = kernels.weight_rows(w)  # (F, K/G)
+        # out = W_flat @ X_col, computed as (X_col.T @ W_flat.T) so it lands pixel-major
+        out_t = np.concatenate(
+            [xc.T @ wf.T for wf, xc in zip(_blocks(w_flat, groups), _blocks(x_col, groups))],
+            axis=1) if groups > 1 else x_col.T @ w_flat.T  # (P, F)
         if len(self.needs_grad) > 1 and self.needs_grad[1]:
-            self.cols = cols  # X_col, reused by dW = dout_flat @ X_col.T
-        n, f, (ho, wo) = x.shape[0], w.shape[0], self.attrs["out_hw"]
-        out = out.reshape(f, n, ho, wo)
+            self.x_col = x_col  # reused by dW = dout_flat @ X_col.T
         if b is not None:
-            out += b.reshape(f, 1, 1, 1)
-        return kernels.channels_first(out)  # (N, F, H', W') view of the GEMM output
+            out_t += b
+        n, (ho, wo) = x.shape[0], self.attrs["out_hw"]
+        return kernels.channels_first(out_t.reshape(n, ho, wo, w.shape[0]))
 
     def backward(self, g):
         x, w = self.inputs[0], self.inputs[1]
         gx = conv2d_grad_input(g, w, x.shape, self.attrs) if self.needs_grad[0] else None
         gw = None
         if self.needs_grad[1]:
-            gw = conv2d_grad_weight(g, x, w.shape, self.attrs, cols=getattr(self, "cols", None))
+            gw = conv2d_grad_weight(g, x, w.shape, self.attrs, x_col=getattr(self, "x_col", None))
         grads = (gx, gw)
         if len(self.inputs) == 3:
-            grads += (g.sum((0, 2, 3)) if self.needs_grad[2] else None,)
+            grads += (g.sum((0, 2, 3)) if self.needs_grad[2] else None,)  # db
         return grads
 
 
@@ -62,9 +70,16 @@ class Conv2dGradInput(Op):
 
     def forward(self, dout, w):
         groups = self.attrs["groups"]
-        w_flat_t = _transpose_groups(w.reshape(w.shape[0], -1), groups)
-        dcols = kernels.grouped_matmul(w_flat_t, kernels.flat_channels_first(dout), groups)
-        return kernels.col2im(dcols, self.attrs["x_shape"], **_geometry(self.attrs))
+        dout_flat, w_flat = kernels.flat_pixels(dout), kernels.weight_rows(w)
+        geometry = _geometry(self.attrs)
+        if groups == 1:
+            return kernels.col2im_of_product(w_flat, dout_flat, self.attrs["x_shape"], **geometry)
+        # W_flat.T @ dout_flat per group, computed as (dout_flat.T @ W_flat) so it lands
+        # pixel-major, the layout col2im reads
+        dx_col_t = np.concatenate(
+            [d.T @ wf for d, wf in zip(_blocks(dout_flat, groups), _blocks(w_flat, groups))],
+            axis=1)  # (P, K)
+        return kernels.col2im(dx_col_t.T, self.attrs["x_shape"], **geometry, groups=groups)
 
     def backward(self, g):
         dout, w = self.inputs
@@ -78,15 +93,19 @@ class Conv2dGradInput(Op):
 class Conv2dGradWeight(Op):
     """dW = dout_flat @ X_col.T: inputs (dout, x) -> weight-shaped."""
 
-    cols: np.ndarray | None = None
+    x_col: np.ndarray | None = None
 
     def forward(self, dout, x):
-        cols = self.cols
-        if cols is None:
-            cols = kernels.im2col(x, **_geometry(self.attrs))
-        self.cols = None  # the forward's X_col is used once, then freed
-        dw = kernels.grouped_matmul_nt(kernels.flat_channels_first(dout), cols, self.attrs["groups"])
-        return dw.reshape(self.attrs["w_shape"])
+        groups = self.attrs["groups"]
+        x_col = self.x_col
+        if x_col is None:
+            x_col = kernels.im2col(x, **_geometry(self.attrs), groups=groups)
+        self.x_col = None  # the forward's X_col is used once, then freed
+        dout_flat = kernels.flat_pixels(dout)  # (F, P)
+        dw_flat = np.concatenate(
+            [d @ xc.T for d, xc in zip(_blocks(dout_flat, groups), _blocks(x_col, groups))]
+        ) if groups > 1 else dout_flat @ x_col.T  # (F, K/G)
+        return kernels.weight_from_rows(dw_flat, self.attrs["w_shape"])
 
     def backward(self, g):
         dout, x = self.inputs
@@ -94,14 +113,6 @@ class Conv2dGradWeight(Op):
         g_dout = Conv2d(**settings).apply(x, g) if self.needs_grad[0] else None
         g_x = conv2d_grad_input(dout, g, x.shape, self.attrs) if self.needs_grad[1] else None
         return g_dout, g_x
-
-
-def _transpose_groups(w_flat: np.ndarray, groups: int) -> np.ndarray:
-    """W_flat (F, K) -> per-group transposes stacked (G*K, F/G), as views where possible."""
-    if groups == 1:
-        return w_flat.T
-    f, k = w_flat.shape
-    return w_flat.reshape(groups, f // groups, k).transpose(0, 2, 1).reshape(groups * k, f // groups)
 
 
 def _conv_settings(attrs: dict[str, Any]) -> dict[str, Any]:
@@ -116,10 +127,13 @@ def conv2d_grad_input(dout: Tensor, w: Tensor, x_shape: tuple[int, ...],
 
 
 def conv2d_grad_weight(dout: Tensor, x: Tensor, w_shape: tuple[int, ...],
-                       settings: dict[str, Any], cols: np.ndarray | None = None) -> Tensor:
-    """The weight gradient of conv2d for upstream ``dout``: dout_flat @ X_col.T."""
+                       settings: dict[str, Any], x_col: np.ndarray | None = None) -> Tensor:
+    """The weight gradient of conv2d for upstream ``dout``: dout_flat @ X_col.T.
+
+    ``x_col`` is the forward's X_col when available (it is then not recomputed).
+    """
     op = Conv2dGradWeight(**_conv_settings(settings), w_shape=tuple(w_shape))
-    op.cols = cols
+    op.x_col = x_col
     return op.apply(dout, x)
 
 

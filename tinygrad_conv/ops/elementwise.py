@@ -25,13 +25,20 @@ def _constant(value: Any, like: np.dtype) -> Tensor:
     return as_tensor(value)
 
 
+def _promote(t: Tensor, value: Any) -> Tensor:
+    """An integer Tensor meeting a Python float becomes float32 (NumPy would give float64)."""
+    if isinstance(value, float) and t.dtype.kind in "iu":
+        return cast(t, np.dtype(np.float32))
+    return t
+
+
 def _pair(a: Any, b: Any) -> tuple[Tensor, Tensor]:
     if isinstance(a, Tensor) and isinstance(b, Tensor):
         return a, b
     if isinstance(a, Tensor):
-        return a, _constant(b, a.dtype)
+        return _promote(a, b), _constant(b, a.dtype)
     if isinstance(b, Tensor):
-        return _constant(a, b.dtype), b
+        return _constant(a, b.dtype), _promote(b, a)
     return as_tensor(a), as_tensor(b)
 
 

@@ -121,7 +121,8 @@ class Pad(Op):
         return np.pad(a, self.attrs["pad_width"], constant_values=self.attrs["value"])
 
     def backward(self, g):
-        inside = tuple(slice(lo, lo + n) for (lo, _), n in zip(self.attrs["pad_width"], self.in_shape))
+        widths = self.attrs["pad_width"]
+        inside = tuple(slice(lo, lo + n) for (lo, _), n in zip(widths, self.in_shape))
         return (getitem(g, inside),)
 
 
@@ -179,7 +180,9 @@ def getitem(a: Tensor, index: Any) -> Tensor:
     try:
         np.broadcast_to(np.empty((), dtype=bool), a.shape)[index]
     except (IndexError, ValueError, TypeError) as e:
-        raise IndexError(f"getitem: index {index!r} does not fit a tensor of shape {a.shape}: {e}") from None
+        raise IndexError(
+            f"getitem: index {index!r} does not fit a tensor of shape {a.shape}: {e}"
+        ) from None
     return GetItem(index=index).apply(a)
 
 

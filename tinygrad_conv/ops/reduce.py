@@ -21,7 +21,8 @@ def _normalize_axes(axis: Any, ndim: int) -> tuple[int, ...]:
     return tuple(sorted(int(a) % max(ndim, 1) for a in axes)) if ndim else ()
 
 
-def _expand_back(g: Tensor, shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -> Tensor:
+def _expand_back(g: Tensor, shape: tuple[int, ...], axes: tuple[int, ...],
+                 keepdims: bool) -> Tensor:
     """Broadcast a reduced gradient back over the reduced axes of ``shape``."""
     if not keepdims:
         kept = tuple(1 if i in axes else s for i, s in enumerate(shape))
