@@ -5,9 +5,17 @@
     import tinygrad_conv.functional as F
 """
 
-from .engine import is_grad_enabled, no_grad, set_grad_enabled
-from .rng import manual_seed
-from .tensor import (
+from ._memory import tune_allocator
+
+tune_allocator()  # before the first large array is allocated
+
+# functional registers the conv, pool and loss ops
+from . import functional, nn, optim  # noqa: E402
+from .engine import is_grad_enabled, no_grad, set_grad_enabled  # noqa: E402
+from .gradcheck import gradcheck  # noqa: E402
+from .rng import manual_seed  # noqa: E402
+from .serialization import load, save  # noqa: E402
+from .tensor import (  # noqa: E402
     Tensor,
     arange,
     cat,
@@ -20,13 +28,11 @@ from .tensor import (
     zeros,
     zeros_like,
 )
-from . import functional  # noqa: E402,I001  (registers the conv, pool and loss ops)
-from .gradcheck import gradcheck
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Tensor", "tensor", "zeros", "ones", "zeros_like", "ones_like", "randn", "rand", "arange",
     "cat", "stack", "no_grad", "is_grad_enabled", "set_grad_enabled", "manual_seed",
-    "gradcheck", "functional",
+    "gradcheck", "functional", "nn", "optim", "save", "load",
 ]

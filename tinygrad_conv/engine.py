@@ -206,9 +206,14 @@ def _propagate(op: Op, g: Tensor, pending: dict[int, Tensor], retain_graph: bool
 
 
 def _accumulate_into_grad(node: Tensor, g: Tensor, create_graph: bool) -> None:
-    if not create_graph:
+    # Each leaf gets its own writable copy: the same grad Tensor may flow to several leaves
+    # (e.g. through add), and may be a read-only broadcast view.
+    if create_graph:
+        from .ops.elementwise import clone
+
+        g = clone(g)
+    else:
         from .tensor import Tensor
 
-        # A private copy: the same grad Tensor may flow to several leaves (e.g. through add).
         g = Tensor._from_array(np.array(g.data, dtype=node.dtype, copy=True))
     node.grad = g if node.grad is None else node.grad + g

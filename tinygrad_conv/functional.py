@@ -26,6 +26,14 @@ def _pair(name: str, arg: str, value: Any) -> tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
+def _like(value: Any, x: Tensor) -> Tensor | None:
+    """A non-Tensor operand as a Tensor; float arrays take x's float dtype (float64 stays exact)."""
+    if value is None or isinstance(value, Tensor):
+        return value
+    arr = np.asarray(value)
+    return Tensor(arr, dtype=x.dtype if arr.dtype.kind == x.dtype.kind == "f" else None)
+
+
 def _require_4d(name: str, x: Tensor, what: str = "input") -> None:
     if x.ndim != 4:
         raise ValueError(f"{name}: expected a 4-D {what} (N, C, H, W), got shape {x.shape}")
@@ -40,13 +48,14 @@ def conv2d(x: Any, weight: Any, bias: Any = None, stride: IntPair = 1, padding: 
     x (N, C, H, W), weight (F, C // groups, HH, WW), bias (F,) -> (N, F, H', W') with
     H' = 1 + (H + 2*pad_h - dilation_h*(HH-1) - 1) // stride_h (same for W).
     """
-    x, weight = as_tensor(x), as_tensor(weight)
+    x = as_tensor(x)
+    weight, bias = _like(weight, x), _like(bias, x)
     settings = conv_ops.check_conv2d_args(
-        x, weight, None if bias is None else as_tensor(bias),
+        x, weight, bias,
         _pair("conv2d", "stride", stride), _pair("conv2d", "padding", padding),
         _pair("conv2d", "dilation", dilation), groups,
     )
-    inputs = (x, weight) if bias is None else (x, weight, as_tensor(bias))
+    inputs = (x, weight) if bias is None else (x, weight, bias)
     return conv_ops.Conv2d(**settings).apply(*inputs)
 
 
@@ -68,7 +77,8 @@ def avg_pool2d(x: Any, kernel_size: IntPair, stride: IntPair | None = None,
 
 def linear(x: Any, weight: Any, bias: Any = None) -> Tensor:
     """x (..., in_features) @ weight.T (weight (out, in)) + bias (out,) -> (..., out)."""
-    x, weight = as_tensor(x), as_tensor(weight)
+    x = as_tensor(x)
+    weight = _like(weight, x)
     if weight.ndim != 2 or x.ndim == 0 or x.shape[-1] != weight.shape[1]:
         raise ValueError(
             f"linear: input of shape {x.shape} needs last dim {weight.shape[-1]} to match "
@@ -76,7 +86,7 @@ def linear(x: Any, weight: Any, bias: Any = None) -> Tensor:
         )
     if bias is None:
         return linalg.Linear().apply(x, weight)
-    bias = as_tensor(bias)
+    bias = _like(bias, x)
     if bias.shape != (weight.shape[0],):
         raise ValueError(f"linear: bias must have shape ({weight.shape[0]},), got {bias.shape}")
     return linalg.Linear().apply(x, weight, bias)
@@ -163,7 +173,8 @@ def cross_entropy(logits: Any, target: Any, reduction: str = "mean") -> Tensor:
 
 def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Tensor:  # noqa: A002
     """Mean (or sum, or none) of (input - target)**2; shapes must match."""
-    input, target = as_tensor(input), as_tensor(target)
+    input = as_tensor(input)
+    target = _like(target, input)
     _check_reduction("mse_loss", reduction)
     if input.shape != target.shape:
         raise ValueError(f"mse_loss: input {input.shape} and target {target.shape} must match")
@@ -229,9 +240,9 @@ def batch_norm(x: Any, running_mean: Any, running_var: Any, weight: Any = None,
         scale = (1.0 / np.sqrt(rv + eps)).astype(x.dtype).reshape(stat_shape)
         normed = (x - rm.astype(x.dtype).reshape(stat_shape)) * scale
     if weight is not None:
-        normed = normed * as_tensor(weight).reshape(stat_shape)
+        normed = normed * _like(weight, x).reshape(stat_shape)
     if bias is not None:
-        normed = normed + as_tensor(bias).reshape(stat_shape)
+        normed = normed + _like(bias, x).reshape(stat_shape)
     return normed
 
 

@@ -11,8 +11,9 @@ as its transpose (N*H'*W', HH*WW*C), and ``im2col`` returns the (K, P) view of t
 buffer, so ``dout_flat @ X_col.T`` is one BLAS call on transposed views with no copy.
 Its K axis runs (i, j, c) (kernel row, kernel column, channel), and W_flat matches it.
 
-Loops run over kernel offsets (HH x WW of them, each one strided slice of the whole batch),
-never over output pixels.
+Nothing loops over output pixels: im2col is one copy of a strided view that holds every
+window, and col2im and the pools loop over the HH x WW kernel offsets, each one strided
+slice of the whole batch.
 """
 
 from __future__ import annotations
@@ -175,19 +176,20 @@ def pool_windows(x: np.ndarray, kernel: Pair, stride: Pair, padding: Pair,
 
 def max_pool_forward(x: np.ndarray, kernel: Pair, stride: Pair,
                      padding: Pair) -> tuple[np.ndarray, np.ndarray]:
-    """x (N, C, H, W) -> (out (N, C, H', W'), winner (N, H', W', C) uint8 offset index).
+    """x (N, C, H, W) -> (out (N, C, H', W'), winner (N, H', W', C) kernel-offset index).
 
     The first maximum in window order wins ties (as PyTorch); padding is -inf, never a max.
     """
     views = pool_windows(x, kernel, stride, padding, -np.inf)
     out = views[0].copy()
-    winner = np.zeros(out.shape, dtype=np.uint8)
+    index_type = np.uint8 if len(views) <= 256 else np.int32
+    winner = np.zeros(out.shape, dtype=index_type)
     better = np.empty(out.shape, dtype=bool)
     for k, view in enumerate(views[1:], start=1):
         np.greater(view, out, out=better)  # strictly greater: the first maximum keeps its win
         np.maximum(out, view, out=out)
         # offsets come in increasing order, so a new winner k is larger than any earlier one
-        np.maximum(winner, better * np.uint8(k), out=winner)
+        np.maximum(winner, better * index_type(k), out=winner)
     return channels_first(out), winner
 
 

@@ -278,6 +278,10 @@ class Tensor:
 
     clamp = clip
 
+    def clone(self) -> Tensor:
+        """A copy of the data that stays in the graph (gradient flows through unchanged)."""
+        return E.clone(self)
+
     def astype(self, dtype: Any) -> Tensor:
         """Cast to ``dtype`` (differentiable between float dtypes)."""
         return E.cast(self, np.dtype(dtype))

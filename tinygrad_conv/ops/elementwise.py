@@ -15,31 +15,38 @@ from ..tensor import Tensor, as_tensor
 
 
 def _constant(value: Any, like: np.dtype) -> Tensor:
-    """A Python number as a Tensor of the other operand's dtype (no silent float64)."""
+    """A Python number (or float array) as a Tensor of the other operand's float dtype
+    (no silent float64, no float64 data rounded through float32)."""
     if isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
         if like.kind == "f":
             return Tensor._from_array(np.asarray(value, dtype=like))
         if isinstance(value, float):
             return Tensor._from_array(np.asarray(value, dtype=np.float32))
         return Tensor._from_array(np.asarray(value, dtype=like))
+    if not isinstance(value, Tensor) and like.kind == "f" and np.asarray(value).dtype.kind == "f":
+        return Tensor(value, dtype=like)  # a float array takes the Tensor's float dtype
     return as_tensor(value)
-
-
-def _promote(t: Tensor, value: Any) -> Tensor:
-    """An integer Tensor meeting a Python float becomes float32 (NumPy would give float64)."""
-    if isinstance(value, float) and t.dtype.kind in "iu":
-        return cast(t, np.dtype(np.float32))
-    return t
 
 
 def _pair(a: Any, b: Any) -> tuple[Tensor, Tensor]:
     if isinstance(a, Tensor) and isinstance(b, Tensor):
         return a, b
     if isinstance(a, Tensor):
-        return _promote(a, b), _constant(b, a.dtype)
+        return a, _constant(b, a.dtype)
     if isinstance(b, Tensor):
-        return _constant(a, b.dtype), _promote(b, a)
+        return _constant(a, b.dtype), b
     return as_tensor(a), as_tensor(b)
+
+
+def _operands(a: Any, b: Any) -> tuple[Tensor, Tensor]:
+    """The two operands of an arithmetic op as Tensors. An integer one meeting a float one
+    takes the float's dtype (as PyTorch; NumPy would make int64 with float32 float64)."""
+    a, b = _pair(a, b)
+    if a.dtype.kind in "iu" and b.dtype.kind == "f":
+        a = cast(a, b.dtype)
+    elif b.dtype.kind in "iu" and a.dtype.kind == "f":
+        b = cast(b, a.dtype)
+    return a, b
 
 
 def _check_broadcast(name: str, a: Tensor, b: Tensor) -> None:
@@ -53,7 +60,7 @@ def _check_broadcast(name: str, a: Tensor, b: Tensor) -> None:
 
 
 def _binary(op: Op, a: Any, b: Any) -> Tensor:
-    a, b = _pair(a, b)
+    a, b = _operands(a, b)
     _check_broadcast(op.name, a, b)
     return op.apply(a, b)
 
@@ -209,6 +216,15 @@ class Clip(Op):
         return (g * Tensor._from_array(self.inside),)
 
 
+@register("clone")
+class Clone(Op):
+    def forward(self, a):
+        return a.copy()
+
+    def backward(self, g):
+        return (g,)
+
+
 @register("cast")
 class Cast(Op):
     def forward(self, a):
@@ -235,7 +251,10 @@ def mul(a: Any, b: Any) -> Tensor:
 
 
 def div(a: Any, b: Any) -> Tensor:
-    """a / b with broadcasting."""
+    """a / b with broadcasting; integers divide to float32 (as PyTorch), not float64."""
+    a, b = _operands(a, b)
+    if a.dtype.kind != "f" and b.dtype.kind != "f":
+        a = cast(a, np.dtype(np.float32))
     return _binary(Div(), a, b)
 
 
@@ -280,6 +299,11 @@ def tanh(a: Tensor) -> Tensor:
 def clip(a: Tensor, lo: float | None = None, hi: float | None = None) -> Tensor:
     """Limit values to [lo, hi]; gradient 1 inside (bounds included), 0 outside."""
     return Clip(lo=lo, hi=hi).apply(a)
+
+
+def clone(a: Tensor) -> Tensor:
+    """A copy with its own (writable) data, still in the graph."""
+    return Clone().apply(a)
 
 
 def cast(a: Tensor, dtype: np.dtype) -> Tensor:

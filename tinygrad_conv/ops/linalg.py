@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 
 from ..engine import Op, register
-from ..tensor import Tensor, as_tensor
+from ..tensor import Tensor
+from .elementwise import _operands
 from .movement import reshape
 from .reduce import sum as reduce_sum
 
@@ -32,7 +33,7 @@ class MatMul(Op):
 
 def matmul(a: Any, b: Any) -> Tensor:
     """``a @ b`` as ``np.matmul``: (..., n, k) @ (..., k, m) -> (..., n, m), batch broadcast."""
-    a, b = as_tensor(a), as_tensor(b)
+    a, b = _operands(a, b)  # an array operand takes the Tensor's float dtype
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: both operands need at least 1 dim, got {a.shape} and {b.shape}")
     k_a = a.shape[-1]
@@ -43,6 +44,13 @@ def matmul(a: Any, b: Any) -> Tensor:
             f"({k_a}) must equal the {'only' if b.ndim == 1 else 'second-to-last'} dim of the "
             f"second ({k_b})"
         )
+    try:
+        np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        raise ValueError(
+            f"matmul: shapes {a.shape} and {b.shape} have batch dims {a.shape[:-2]} and "
+            f"{b.shape[:-2]} that cannot be broadcast together"
+        ) from None
     if a.ndim == 1:
         return matmul(a.unsqueeze(0), b).squeeze(-2)
     if b.ndim == 1:

@@ -29,7 +29,7 @@ class MaxPool2d(Op):
         return out
 
     def backward(self, g):
-        return (MaxPoolScatter(**self.attrs, winner=self.winner, x_shape=self.x_shape).apply(g),)
+        return (_routed(MaxPoolScatter, self.attrs, self.winner, x_shape=self.x_shape).apply(g),)
 
 
 @register("max_pool2d_backward")
@@ -37,11 +37,11 @@ class MaxPoolScatter(Op):
     """Each window's upstream gradient goes to the pixel that won the max."""
 
     def forward(self, g):
-        a = self.attrs
-        return kernels.window_scatter(g, a["x_shape"], **_window(a), winner=a["winner"])
+        return kernels.window_scatter(g, self.attrs["x_shape"], **_window(self.attrs),
+                                      winner=self.winner)
 
     def backward(self, gg):
-        return (MaxPoolGather(**self.attrs).apply(gg),)
+        return (_routed(MaxPoolGather, self.attrs, self.winner).apply(gg),)
 
 
 @register("max_pool2d_gather")
@@ -49,10 +49,17 @@ class MaxPoolGather(Op):
     """The adjoint of MaxPoolScatter: read each window's winning pixel."""
 
     def forward(self, x):
-        return kernels.max_pool_gather(x, self.attrs["winner"], **_window(self.attrs))
+        return kernels.max_pool_gather(x, self.winner, **_window(self.attrs))
 
     def backward(self, g):
-        return (MaxPoolScatter(**self.attrs).apply(g),)
+        return (_routed(MaxPoolScatter, self.attrs, self.winner).apply(g),)
+
+
+def _routed(op_class: type[Op], attrs: dict[str, Any], winner: np.ndarray, **extra: Any) -> Op:
+    """A max-pool routing op with the forward's winners (kept off attrs: released after use)."""
+    op = op_class(**{**attrs, **extra})
+    op.winner = winner
+    return op
 
 
 @register("avg_pool2d")

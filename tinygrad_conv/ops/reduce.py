@@ -11,13 +11,14 @@ from ..tensor import Tensor
 from .movement import broadcast_to, reshape
 
 
-def _normalize_axes(axis: Any, ndim: int) -> tuple[int, ...]:
+def _normalize_axes(axis: Any, shape: tuple[int, ...], name: str) -> tuple[int, ...]:
+    ndim = len(shape)
     if axis is None:
         return tuple(range(ndim))
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     for a in axes:
         if not -max(ndim, 1) <= a < max(ndim, 1):
-            raise ValueError(f"reduce: axis {a} is out of range for a tensor with {ndim} dims")
+            raise ValueError(f"{name}: axis {a} is out of range for a tensor of shape {shape}")
     return tuple(sorted(int(a) % max(ndim, 1) for a in axes)) if ndim else ()
 
 
@@ -33,7 +34,7 @@ def _expand_back(g: Tensor, shape: tuple[int, ...], axes: tuple[int, ...],
 class _Reduce(Op):
     def axes_for(self, a: np.ndarray) -> tuple[int, ...]:
         self.in_shape = a.shape
-        self.axes = _normalize_axes(self.attrs["axis"], a.ndim)
+        self.axes = _normalize_axes(self.attrs["axis"], a.shape, self.name)
         return self.axes
 
 

@@ -1,0 +1,29 @@
+"""``tinygrad_conv.nn``: modules, layers and initialisers, as ``torch.nn``.
+
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(8 * 28 * 28, 10))
+"""
+
+from .. import functional
+from . import init
+from .layers import (
+    AvgPool2d,
+    BatchNorm2d,
+    Conv2d,
+    CrossEntropyLoss,
+    Dropout,
+    Flatten,
+    Linear,
+    MaxPool2d,
+    MSELoss,
+    ReLU,
+    Sigmoid,
+    Tanh,
+)
+from .module import IncompatibleKeys, Module, Parameter, Sequential
+
+__all__ = [
+    "Module", "Parameter", "Sequential", "IncompatibleKeys", "Conv2d", "Linear", "ReLU",
+    "Sigmoid", "Tanh", "MaxPool2d", "AvgPool2d", "Flatten", "Dropout", "BatchNorm2d",
+    "CrossEntropyLoss", "MSELoss", "init", "functional",
+]
