@@ -161,8 +161,9 @@ def check_conv2d_args(x: Tensor, w: Tensor, b: Tensor | None, stride: tuple[int,
         )
     if c_per_group * groups != c:
         raise ValueError(
-            f"conv2d: input has {c} channels but weight of shape {w.shape} expects "
-            f"{c_per_group * groups} (weight.shape[1] * groups = {c_per_group} * {groups})"
+            f"conv2d: input of shape {x.shape} has {c} channels but weight of shape {w.shape} "
+            f"expects {c_per_group * groups} (weight.shape[1] * groups = {c_per_group} * "
+            f"{groups}); expected input (N, {c_per_group * groups}, H, W)"
         )
     if b is not None and b.shape != (f,):
         raise ValueError(f"conv2d: bias must have shape ({f},) for weight {w.shape}, got {b.shape}")

@@ -112,7 +112,11 @@ class Pow(Op):
 
     def backward(self, g):
         a, b = self.inputs
-        ga = g * b * a ** (b - 1) if self.needs_grad[0] else None
+        ga = None
+        if self.needs_grad[0]:
+            # b * a**(b-1), and 0 where b == 0 (a**(-1) would make 0 * inf at a = 0)
+            exponent_shift = Tensor._from_array((b.data == 0).astype(b.dtype))
+            ga = g * b * a ** (b - 1 + exponent_shift)
         gb = None
         if self.needs_grad[1]:
             # d(a**b)/db = a**b * log(a), defined where a > 0; 0 elsewhere (as PyTorch at a=0)
