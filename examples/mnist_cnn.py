@@ -1,0 +1,54 @@
+"""Train a small CNN on MNIST: the whole loop in plain sight.
+
+    python examples/mnist_cnn.py --epochs 1 --limit-batches 100
+
+Reads MNIST from $TINYGRAD_CONV_DATA (or downloads it to ~/.cache/tinygrad_conv/mnist).
+The same training, with checkpoints and resume, is `tinygrad-conv train`.
+"""
+
+import argparse
+import time
+
+import tinygrad_conv as tc
+import tinygrad_conv.functional as F
+from tinygrad_conv import nn, optim
+from tinygrad_conv.data import MNIST, DataLoader
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--epochs", type=int, default=1, help="passes over the training set")
+parser.add_argument("--limit-batches", type=int, default=None, help="stop each epoch early")
+args = parser.parse_args()
+
+tc.manual_seed(0)
+train_loader = DataLoader(MNIST(train=True), batch_size=64, shuffle=True)
+test_loader = DataLoader(MNIST(train=False), batch_size=500)
+
+model = nn.Sequential(
+    nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # (N, 32, 14, 14)
+    nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (N, 64, 7, 7)
+    nn.Flatten(),                                                 # (N, 3136)
+    nn.Linear(64 * 7 * 7, 128), nn.ReLU(),
+    nn.Linear(128, 10),                                           # (N, 10) logits
+)
+optimizer = optim.Adam(model.parameters(), lr=1e-3)
+
+for epoch in range(1, args.epochs + 1):
+    start = time.perf_counter()
+    model.train()
+    for step, (x, y) in enumerate(train_loader, start=1):
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 100 == 0:
+            print(f"epoch {epoch} step {step}/{len(train_loader)}: loss {loss.item():.4f}")
+        if step == args.limit_batches:
+            break
+
+    model.eval()
+    correct = 0
+    with tc.no_grad():
+        for x, y in test_loader:
+            correct += int((model(x).argmax(axis=1).numpy() == y.numpy()).sum())
+    accuracy = correct / len(test_loader.dataset)
+    print(f"epoch {epoch}: test accuracy {accuracy:.2%} ({time.perf_counter() - start:.0f} s)")

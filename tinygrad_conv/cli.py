@@ -1,0 +1,149 @@
+"""The command line: ``tinygrad-conv train`` and ``tinygrad-conv graph``.
+
+    tinygrad-conv train --epochs 3                    # the reference CNN on MNIST
+    tinygrad-conv train --resume --out runs/mnist     # continue a stopped run
+    tinygrad-conv graph --out step.svg --modules      # draw one training step's graph
+
+Also ``python -m tinygrad_conv ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .training import DEFAULTS, OPTIMIZERS, TrainConfig
+
+GRAPH_FORMATS = ("svg", "png", "pdf")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with the ``train`` and ``graph`` subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="tinygrad-conv",
+        description="tinygrad_conv: train the example CNN on MNIST, or draw a training step's "
+                    "computation graph.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    train = sub.add_parser(
+        "train", help="train the reference CNN on MNIST",
+        description="Train the reference CNN (2 conv layers, 2 linear) on MNIST with a progress "
+                    "bar. After every epoch: print the test accuracy, save OUT/checkpoint.npz, "
+                    "append a line to OUT/metrics.jsonl and draw OUT/curves.png (needs "
+                    "matplotlib). Ctrl-C saves a checkpoint; --resume continues it exactly.",
+    )
+    d = DEFAULTS
+    train.add_argument("--epochs", metavar="N", type=_positive_int, default=None,
+                       help=f"total number of epochs to train (default {d['epochs']}; with "
+                            "--resume, the checkpoint's)")
+    train.add_argument("--batch-size", metavar="N", type=_positive_int, default=None,
+                       help=f"training batch size (default {d['batch_size']})")
+    train.add_argument("--lr", metavar="LR", type=_positive_float, default=None,
+                       help=f"learning rate (default {d['lr']})")
+    train.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
+                       help=f"optimizer; sgd uses momentum 0.9 (default {d['optimizer']})")
+    train.add_argument("--seed", metavar="N", type=int, default=None,
+                       help=f"random seed for initialisation and shuffling (default {d['seed']})")
+    train.add_argument("--data-dir", metavar="DIR", default=None,
+                       help="folder with the four MNIST IDX files (.gz or raw); default "
+                            "$TINYGRAD_CONV_DATA, else ~/.cache/tinygrad_conv/mnist; missing "
+                            "files are downloaded")
+    train.add_argument("--out", default="runs/mnist", metavar="DIR",
+                       help="output folder for checkpoint.npz, metrics.jsonl and curves.png "
+                            "(default runs/mnist)")
+    train.add_argument("--limit-batches", metavar="N", type=_positive_int, default=None,
+                       help="train on at most this many batches per epoch (for quick runs)")
+    train.add_argument("--limit-test", metavar="N", type=_positive_int, default=None,
+                       help="evaluate on the first N test images only (default: all 10,000)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from OUT/checkpoint.npz; the settings not given default "
+                            "to the checkpoint's, and the result equals an uninterrupted run")
+    train.add_argument("--no-progress", action="store_true",
+                       help="no progress bar (the per-epoch summary lines are still printed)")
+    train.set_defaults(handler=_train)
+
+    graph = sub.add_parser(
+        "graph", help="draw the computation graph of one training step",
+        description="Draw the computation graph of one training step of the reference CNN "
+                    "(forward and loss) with Graphviz.",
+    )
+    graph.add_argument("--out", required=True, metavar="FILE",
+                       help="the file to write, e.g. step.svg")
+    graph.add_argument("--format", choices=GRAPH_FORMATS, default=None,
+                       help="output format (default: from FILE's extension, else svg)")
+    graph.add_argument("--modules", action="store_true",
+                       help="one node per module (Conv2d, ReLU, ...) instead of one per op")
+    graph.add_argument("--rankdir", choices=("TB", "LR"), default="TB",
+                       help="layout direction: top to bottom or left to right (default TB)")
+    graph.set_defaults(handler=_graph)
+    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .data import MNISTError
+    from .training import TrainingError, TrainingInterrupted, fit
+
+    config = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+        seed=args.seed, limit_batches=args.limit_batches, limit_test=args.limit_test,
+        data_dir=args.data_dir, out=args.out, resume=args.resume,
+        progress=not args.no_progress,
+    )
+    try:
+        fit(config)
+    except TrainingInterrupted as e:
+        print(f"\n{e}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("\nInterrupted before training started; nothing was saved.", file=sys.stderr)
+        return 130
+    except (MNISTError, TrainingError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _graph(args: argparse.Namespace) -> int:
+    try:
+        from .viz import graph_command
+    except ImportError as e:
+        print(f"error: the graph command needs tinygrad_conv.viz, which failed to import: {e}",
+              file=sys.stderr)
+        return 1
+    fmt = args.format
+    if fmt is None:
+        suffix = Path(args.out).suffix.lstrip(".").lower()
+        fmt = suffix if suffix in GRAPH_FORMATS else "svg"
+    try:
+        result = graph_command(out=args.out, fmt=fmt, modules=args.modules, rankdir=args.rankdir)
+    except (RuntimeError, OSError, ValueError) as e:  # e.g. Graphviz's `dot` not installed
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return result if isinstance(result, int) else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,417 @@
+"""Datasets and batching: MNIST from its IDX files, ``Subset`` and ``DataLoader``.
+
+    from tinygrad_conv import data
+    train = data.MNIST(train=True)             # 60,000 images, read from $TINYGRAD_CONV_DATA
+    loader = data.DataLoader(train, batch_size=64, shuffle=True, seed=0)
+    for x, y in loader:                         # x float32 (64, 1, 28, 28), y int64 (64,)
+        ...
+
+The IDX format (yann.lecun.com/exdb/mnist): a big-endian header, then the raw bytes.
+Images: magic 2051, count, rows, cols (4 bytes each), then count*rows*cols uint8 pixels.
+Labels: magic 2049, count, then count uint8 labels.
+"""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import hashlib
+import os
+import urllib.request
+import uuid
+import zlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .tensor import Tensor
+
+# ---- where the files live and what they are --------------------------------------------
+
+ENV_VAR = "TINYGRAD_CONV_DATA"
+DEFAULT_ROOT = Path("~/.cache/tinygrad_conv/mnist")
+
+TRAIN_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
+TEST_FILES = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+ALL_FILES = TRAIN_FILES + TEST_FILES
+
+# md5 of the original published .gz files (what a download must match)
+MD5 = {
+    "train-images-idx3-ubyte": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+
+# tried in order; each holds the four .gz files under these names
+MIRRORS = [
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+]
+DOWNLOAD_TIMEOUT = 10.0  # seconds per connection attempt
+
+IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
+MEAN, STD = 0.1307, 0.3081
+
+# pixel value -> normalised float32: a 256-entry table makes normalising a batch one lookup
+_NORMALIZED = ((np.arange(256) / 255.0 - MEAN) / STD).astype(np.float32)
+_SCALED = (np.arange(256) / 255.0).astype(np.float32)
+
+
+class MNISTError(RuntimeError):
+    """MNIST files missing, corrupt or not downloadable; the message says which and what to do."""
+
+
+def default_root() -> Path:
+    """``$TINYGRAD_CONV_DATA`` if set, else ``~/.cache/tinygrad_conv/mnist``."""
+    env = os.environ.get(ENV_VAR)
+    return Path(env).expanduser() if env else DEFAULT_ROOT.expanduser()
+
+
+def _how_to_fix(root: Path) -> str:
+    names = ", ".join(f"{n}.gz" for n in ALL_FILES)
+    return (
+        f"To fix: put the four MNIST files ({names}; gzipped or not) in {root}, "
+        f"or point to a folder that has them: set {ENV_VAR}=/path/to/mnist, "
+        "or pass --data-dir /path/to/mnist on the command line (root= in Python)."
+    )
+
+
+# ---- reading IDX files -----------------------------------------------------------------
+
+_cache: dict[tuple, np.ndarray] = {}
+
+
+def read_idx(path: str | os.PathLike, expect_magic: int | None = None) -> np.ndarray:
+    """Read one IDX file (gzipped or raw, told apart by content) into a read-only uint8 array.
+
+    Images come back as (N, rows, cols), labels as (N,). Checks the magic number, that the
+    byte length matches the header, and (for images) that images are 28x28. Raises
+    ``MNISTError`` naming the file on any problem.
+    """
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, expect_magic)
+    if key not in _cache:
+        if len(_cache) >= 8:
+            _cache.pop(next(iter(_cache)))
+        _cache[key] = _parse_idx(path, _read_bytes(path), expect_magic)
+    return _cache[key]
+
+
+def _read_bytes(path: Path) -> bytes:
+    raw = path.read_bytes()
+    if raw[:2] != b"\x1f\x8b":  # not gzip: the IDX bytes themselves
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as e:
+        raise MNISTError(
+            f"MNIST: {path} is not a valid gzip file ({e}): it is corrupt or was cut short "
+            "while downloading. Delete it (it is downloaded again when download=True) or "
+            "replace it with a good copy."
+        ) from None
+
+
+def _parse_idx(path: Path, buf: bytes, expect_magic: int | None) -> np.ndarray:
+    fix = "Delete it (it is downloaded again when download=True) or replace it with a good copy."
+    if len(buf) < 8:
+        raise MNISTError(f"MNIST: {path} is too short to be an IDX file ({len(buf)} bytes). {fix}")
+    magic = int.from_bytes(buf[0:4], "big")
+    if magic not in (IMAGES_MAGIC, LABELS_MAGIC) or (expect_magic and magic != expect_magic):
+        what = {IMAGES_MAGIC: "images", LABELS_MAGIC: "labels"}.get(expect_magic, "IDX")
+        raise MNISTError(
+            f"MNIST: {path} is not an MNIST {what} file: its magic number is {magic}, expected "
+            f"{expect_magic or '2051 (images) or 2049 (labels)'}. {fix}"
+        )
+    ndim = 3 if magic == IMAGES_MAGIC else 1
+    header = 4 + 4 * ndim
+    if len(buf) < header:
+        raise MNISTError(f"MNIST: {path} is truncated inside its header. {fix}")
+    dims = tuple(int.from_bytes(buf[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    if ndim == 3 and dims[1:] != (28, 28):
+        raise MNISTError(
+            f"MNIST: {path} holds images of {dims[1]}x{dims[2]}, expected 28x28. {fix}"
+        )
+    expected = header + int(np.prod(dims))
+    if len(buf) != expected:
+        state = "truncated" if len(buf) < expected else "longer than its header says"
+        raise MNISTError(
+            f"MNIST: {path} is {state}: its header promises {dims[0]} "
+            f"{'images' if ndim == 3 else 'labels'} ({expected} bytes) but the data has "
+            f"{len(buf)} bytes. {fix}"
+        )
+    arr = np.frombuffer(buf, dtype=np.uint8, offset=header).reshape(dims)
+    return arr  # read-only (a view of immutable bytes), so cached copies cannot be altered
+
+
+# ---- downloading -----------------------------------------------------------------------
+
+def download(root: str | os.PathLike, names: Sequence[str] = ALL_FILES,
+             mirrors: Sequence[str] | None = None, timeout: float | None = None) -> list[Path]:
+    """Fetch ``names`` (IDX base names) as .gz files into ``root``, trying each mirror in order.
+
+    Each download is checked against the original published md5 and written atomically (a
+    temp file in ``root``, then ``os.replace``). Raises ``MNISTError`` listing every mirror
+    tried and why it failed when a file cannot be fetched. Returns the written paths.
+    """
+    root = Path(root)
+    mirrors = MIRRORS if mirrors is None else mirrors
+    timeout = DOWNLOAD_TIMEOUT if timeout is None else timeout
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MNISTError(f"MNIST: cannot create the data folder {root} ({e}). "
+                         + _how_to_fix(root)) from None
+    written, failed, unreachable = [], [], set()
+    for name in names:
+        target = root / f"{name}.gz"
+        failures = []
+        for mirror in mirrors:
+            url = mirror.rstrip("/") + f"/{name}.gz"
+            if mirror in unreachable:  # do not wait for a dead mirror's timeout again
+                failures.append(f"  {url}: skipped, unreachable for the previous file")
+                continue
+            try:
+                _fetch(url, target, MD5[name], timeout)
+            except MNISTError as e:  # reached, but the bytes were wrong
+                failures.append(f"  {url}: {e}")
+                continue
+            except (OSError, ValueError) as e:  # URLError and timeouts are OSErrors
+                unreachable.add(mirror)
+                failures.append(f"  {url}: {getattr(e, 'reason', None) or e}")
+                continue
+            written.append(target)
+            break
+        else:
+            failed.append(f"could not download {target.name}; tried:\n" + "\n".join(failures))
+    if failed:
+        raise MNISTError(f"MNIST: download into {root} failed:\n" + "\n".join(failed) + "\n"
+                         + _how_to_fix(root))
+    return written
+
+
+_download = download  # MNIST.__init__'s `download` argument shadows the function
+
+
+def _fetch(url: str, target: Path, md5: str, timeout: float) -> None:
+    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.part"
+    # O_EXCL: a fresh file; mode 0o666 minus the umask, as for any file the user creates
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        digest = hashlib.md5()
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            while chunk := resp.read(1 << 16):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != md5:
+            raise MNISTError(f"checksum mismatch (md5 {digest.hexdigest()}, expected {md5})")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _find(root: Path, name: str) -> Path | None:
+    for candidate in (root / f"{name}.gz", root / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+# ---- datasets --------------------------------------------------------------------------
+
+class MNIST:
+    """The MNIST digits: 60,000 training or 10,000 test images of 28x28 gray pixels.
+
+    ``ds[i] -> (x, y)``: x float32 (1, 28, 28), pixels / 255 then standardised with
+    (x - 0.1307) / 0.3081 when ``normalize``; y an int in 0..9. The raw arrays are
+    ``.images`` (uint8 (N, 28, 28), read-only) and ``.labels`` (int64 (N,)).
+    ``ds.batch(indices)`` gives a whole batch in one NumPy op (``DataLoader`` uses it).
+
+    ``root`` defaults to ``$TINYGRAD_CONV_DATA``, else ``~/.cache/tinygrad_conv/mnist``.
+    Missing files are downloaded when ``download`` (checked against the published md5).
+    """
+
+    classes = tuple(str(d) for d in range(10))
+    mean, std = MEAN, STD
+
+    def __init__(self, root: str | os.PathLike | None = None, train: bool = True,
+                 download: bool = True, normalize: bool = True) -> None:
+        self.root = Path(root).expanduser() if root is not None else default_root()
+        self.train, self.normalize = bool(train), bool(normalize)
+        image_name, label_name = TRAIN_FILES if self.train else TEST_FILES
+        missing = [n for n in (image_name, label_name) if _find(self.root, n) is None]
+        if missing and download:
+            _download(self.root, missing)
+        elif missing:
+            listed = "\n".join(f"  {n}.gz (or {n})" for n in missing)
+            raise MNISTError(
+                f"MNIST: missing file(s) in {self.root}:\n{listed}\n{_how_to_fix(self.root)} "
+                "Or pass download=True to fetch them."
+            )
+        image_path, label_path = _find(self.root, image_name), _find(self.root, label_name)
+        self.images = read_idx(image_path, IMAGES_MAGIC)
+        self.labels = read_idx(label_path, LABELS_MAGIC).astype(np.int64)
+        if len(self.images) != len(self.labels):
+            raise MNISTError(
+                f"MNIST: {image_path} holds {len(self.images)} images but {label_path} holds "
+                f"{len(self.labels)} labels; the two files do not belong together. Replace "
+                "them with a matching pair."
+            )
+        if len(self.labels) and self.labels.max() > 9:
+            raise MNISTError(
+                f"MNIST: {label_path} has labels above 9; replace it with a good copy."
+            )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def _table(self) -> np.ndarray:
+        return _NORMALIZED if self.normalize else _SCALED
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        """(x float32 (1, 28, 28), y int)."""
+        if not isinstance(index, (int, np.integer)):
+            raise TypeError(f"MNIST indices must be integers, got {type(index).__name__}")
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"MNIST index {index} is out of range for {len(self)} images")
+        return self._table()[self.images[index]][None], int(self.labels[index])
+
+    def batch(self, indices: Any) -> tuple[np.ndarray, np.ndarray]:
+        """x float32 (B, 1, 28, 28) and y int64 (B,) for an integer index array of length B."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return self._table()[self.images[idx]][:, None], self.labels[idx]
+
+    def __repr__(self) -> str:
+        split = "train" if self.train else "test"
+        return f"MNIST(split={split!r}, size={len(self)}, root={str(self.root)!r})"
+
+
+class Subset:
+    """The items of ``dataset`` at ``indices``, in that order (as ``torch.utils.data.Subset``)."""
+
+    def __init__(self, dataset: Any, indices: Sequence[int]) -> None:
+        self.dataset = dataset
+        self.indices = np.asarray(indices, dtype=np.int64)
+        if hasattr(dataset, "batch"):
+            self.batch = lambda idx: dataset.batch(self.indices[np.asarray(idx, dtype=np.int64)])
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.dataset[int(self.indices[index])]
+
+
+# ---- batching --------------------------------------------------------------------------
+
+def collate(items: Sequence[tuple]) -> tuple[np.ndarray, ...]:
+    """Stack a list of (x, y, ...) items field by field: [(x, y)] * B -> (X (B, ...), Y (B,))."""
+    fields = zip(*items, strict=True)
+    return tuple(np.stack([np.asarray(v) for v in field]) for field in fields)
+
+
+def _to_tensor(arr: np.ndarray) -> Tensor:
+    arr = np.asarray(arr)
+    if arr.dtype.kind == "f":
+        return Tensor(arr, dtype=np.float32 if arr.dtype != np.float64 else np.float64)
+    if arr.dtype.kind in "iu":
+        return Tensor(arr, dtype=np.int64)
+    return Tensor(arr)
+
+
+class DataLoader:
+    """Batches of a dataset of (x, y) pairs, as stacked Tensors.
+
+    Yields (x, y) with x float32 (B, ...) and y int64 (B,): (B, 1, 28, 28) and (B,) for MNIST.
+    With ``shuffle`` every epoch (every ``iter``) draws a new order from the loader's own
+    generator, seeded from ``seed`` or, when ``seed`` is None, from ``tc.manual_seed``'s
+    generator. ``len(loader)`` is the number of batches. A dataset with a ``batch(indices)``
+    method (as ``MNIST``) is batched in one call; any other is indexed item by item.
+
+    ``state_dict()`` / ``load_state_dict()`` save and restore the position, mid-epoch
+    included, so a resumed run sees exactly the batches an uninterrupted one would.
+    """
+
+    def __init__(self, dataset: Any, batch_size: int = 1, shuffle: bool = False,
+                 drop_last: bool = False, seed: int | None = None) -> None:
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"DataLoader: batch_size must be a positive int, got {batch_size!r}")
+        self.dataset, self.batch_size = dataset, int(batch_size)
+        self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
+        if seed is None:
+            from .rng import generator
+
+            seed = int(generator().integers(0, 2**63 - 1))
+        self.generator = np.random.default_rng(seed)
+        self._epoch: _Epoch | None = None  # the iteration in progress, if any
+        self._skip = 0  # batches to skip at the next iter (set by load_state_dict)
+
+    def __len__(self) -> int:
+        n, b = len(self.dataset), self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+        start_state = copy.deepcopy(self.generator.bit_generator.state)
+        n = len(self.dataset)
+        order = self.generator.permutation(n) if self.shuffle else np.arange(n)
+        skip, self._skip = self._skip, 0
+        self._epoch = _Epoch(self, order, start_state, skip)
+        return self._epoch
+
+    def fetch(self, indices: np.ndarray) -> tuple[Tensor, ...]:
+        """The batch of the dataset items at ``indices``, as Tensors."""
+        if hasattr(self.dataset, "batch"):
+            arrays = self.dataset.batch(indices)
+        else:
+            arrays = collate([self.dataset[int(i)] for i in indices])
+        return tuple(_to_tensor(a) for a in arrays)
+
+    def state_dict(self) -> dict[str, Any]:
+        """{"generator": the bit generator's state, "position": batches done this epoch}.
+
+        Mid-epoch, the state is the one from the start of the epoch, so restoring it redraws
+        the same order, and ``position`` batches of it are skipped.
+        """
+        if self._epoch is not None:
+            return {"generator": copy.deepcopy(self._epoch.start_state),
+                    "position": self._epoch.position}
+        return {"generator": copy.deepcopy(self.generator.bit_generator.state), "position": 0}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a ``state_dict``; the next ``iter`` continues from where it was taken."""
+        self.generator.bit_generator.state = copy.deepcopy(state["generator"])
+        self._skip = int(state.get("position", 0))
+        self._epoch = None
+
+
+class _Epoch:
+    """One pass over a DataLoader's order; ``close()`` marks the epoch finished early."""
+
+    def __init__(self, loader: DataLoader, order: np.ndarray, start_state: dict,
+                 position: int) -> None:
+        self.loader, self.order, self.start_state = loader, order, start_state
+        self.position = position
+
+    def __iter__(self) -> _Epoch:
+        return self
+
+    def __len__(self) -> int:
+        return len(self.loader) - self.position
+
+    def __next__(self) -> tuple[Tensor, ...]:
+        b = self.loader.batch_size
+        if self.position >= len(self.loader):
+            self.close()
+            raise StopIteration
+        indices = self.order[self.position * b: (self.position + 1) * b]
+        self.position += 1
+        return self.loader.fetch(indices)
+
+    def close(self) -> None:
+        if self.loader._epoch is self:
+            self.loader._epoch = None

@@ -1,0 +1,426 @@
+"""The MNIST training loop behind ``tinygrad-conv train``.
+
+    from tinygrad_conv.training import TrainConfig, fit
+    history = fit(TrainConfig(epochs=1, limit_batches=50, out="runs/try"))
+
+Every epoch trains the reference CNN (``models.reference_cnn``) on shuffled batches, evaluates
+it on the test set, then writes to ``out``: ``checkpoint.npz`` (model, optimizer, RNG and
+data-loader states, metrics: ``resume=True`` continues exactly where it stopped),
+``metrics.jsonl`` (one JSON line per epoch) and ``curves.png`` (when matplotlib is installed).
+
+Ctrl-C finishes the current batch, saves a checkpoint of the exact point reached (mid-epoch
+included) and raises ``TrainingInterrupted``; a resumed run then ends with the same weights,
+bit for bit, as one never interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from . import functional as F
+from . import rng
+from .data import MNIST, DataLoader, Subset
+from .engine import no_grad
+from .models import reference_cnn
+
+CHECKPOINT_NAME, METRICS_NAME, CURVES_NAME = "checkpoint.npz", "metrics.jsonl", "curves.png"
+CHECKPOINT_FORMAT = "tinygrad_conv.training/1"
+EVAL_BATCH_SIZE = 500
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+# settings a checkpoint remembers; None in a TrainConfig means "the default, or on resume the
+# checkpoint's value"
+DEFAULTS: dict[str, Any] = {
+    "epochs": 3, "batch_size": 64, "lr": 1e-3, "optimizer": "adam", "seed": 0,
+    "limit_batches": None, "limit_test": None,
+}
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run (the ``train`` command's flags).
+
+    ``limit_batches`` caps the batches per epoch, ``limit_test`` evaluates on the first N test
+    images only (both for quick runs). ``data_dir`` defaults as ``MNIST``'s root.
+    """
+
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    optimizer: str | None = None
+    seed: int | None = None
+    limit_batches: int | None = None
+    limit_test: int | None = None
+    data_dir: str | None = None
+    out: str = "runs/mnist"
+    resume: bool = False
+    progress: bool = True
+    download: bool = True
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot start (no checkpoint to resume, mismatched settings)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training; ``.checkpoint`` is the saved file (or None), ``str()`` says more."""
+
+    def __init__(self, message: str, checkpoint: Path | None) -> None:
+        super().__init__(message)
+        self.checkpoint = checkpoint
+
+
+def make_optimizer(name: str, params: Any, lr: float) -> Any:
+    """``optim.SGD`` (momentum 0.9), ``optim.Adam`` or ``optim.AdamW`` over ``params``."""
+    from . import optim
+
+    if name == "sgd":
+        return optim.SGD(params, lr=lr, momentum=0.9)
+    if name == "adam":
+        return optim.Adam(params, lr=lr)
+    if name == "adamw":
+        return optim.AdamW(params, lr=lr)
+    raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+
+
+def evaluate(model: Any, loader: Any, should_stop: Callable[[], bool] | None = None,
+             ) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (a fraction) of ``model`` over ``loader``.
+
+    Runs in eval mode under ``no_grad``; restores the model's previous mode afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    total_loss, correct, seen = 0.0, 0, 0
+    try:
+        with no_grad():
+            for x, y in loader:
+                logits = model(x)
+                total_loss += F.cross_entropy(logits, y, reduction="sum").item()
+                correct += int((logits.data.argmax(axis=1) == y.data).sum())
+                seen += len(y)
+                if should_stop is not None and should_stop():
+                    raise KeyboardInterrupt
+    finally:
+        model.train(was_training)
+    return total_loss / max(seen, 1), correct / max(seen, 1)
+
+
+class _StopOnSigint:
+    """While active, the first Ctrl-C only sets ``requested`` (training stops at the next batch
+    boundary); a second one raises KeyboardInterrupt at once."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.requested, self.log, self.previous = False, log, None
+
+    def __enter__(self) -> _StopOnSigint:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self.previous)
+        self.log("\nCtrl-C: stopping after this batch (press Ctrl-C again to stop at once)")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+@dataclass
+class _EpochStats:
+    batches: int = 0
+    loss_sum: float = 0.0  # sum over samples of the loss
+    correct: int = 0
+    seen: int = 0
+    seconds: float = 0.0
+
+
+class Trainer:
+    """One run: builds data, model and optimizer from a config, then ``run()`` trains."""
+
+    def __init__(self, config: TrainConfig, log: Callable[[str], None] = print) -> None:
+        self.log = log
+        self.out = Path(config.out)
+        self.checkpoint_path = self.out / CHECKPOINT_NAME
+        saved = self._load_checkpoint() if config.resume else None
+        self.config = cfg = resolve_config(config, saved["config"] if saved else None, log)
+
+        self.train_set = MNIST(cfg.data_dir, train=True, download=cfg.download)
+        test_set = MNIST(cfg.data_dir, train=False, download=cfg.download)
+        if cfg.limit_test:
+            test_set = Subset(test_set, range(min(cfg.limit_test, len(test_set))))
+        self.test_set = test_set
+
+        rng.manual_seed(cfg.seed)
+        self.model = reference_cnn()
+        self.optimizer = make_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr)
+        self.loader = DataLoader(self.train_set, cfg.batch_size, shuffle=True)
+        self.test_loader = DataLoader(test_set, EVAL_BATCH_SIZE, seed=0)  # never shuffled
+        n = len(self.loader)
+        self.batches_per_epoch = min(n, cfg.limit_batches) if cfg.limit_batches else n
+
+        self.history: list[dict[str, Any]] = []
+        self.epochs_done = 0
+        self.stats = _EpochStats()
+        self.rng_state = rng.get_rng_state()  # the RNG at the last consistent point
+        self._updating = False  # True while weights are half updated (not safe to save)
+        self._loader_mid_epoch = False
+        if saved:
+            try:
+                self._restore(saved)
+            except (KeyError, ValueError, TypeError) as e:
+                raise TrainingError(
+                    f"--resume: {self.checkpoint_path} does not fit this run ({e}); delete it "
+                    "or run without --resume"
+                ) from None
+            for group in self.optimizer.param_groups:  # --lr given on resume wins
+                group["lr"] = cfg.lr
+            log(f"resuming {self.checkpoint_path}: {self._position()}")
+        elif self.checkpoint_path.exists():
+            log(f"starting from scratch: {self.checkpoint_path} will be replaced "
+                "(pass --resume to continue it)")
+        source = getattr(self.train_set, "root", cfg.data_dir)
+        log(f"MNIST from {source}: {len(self.train_set)} training images, "
+            f"{self.batches_per_epoch} batches of {cfg.batch_size} per epoch; "
+            f"{len(test_set)} test images; {cfg.optimizer} lr {cfg.lr}, seed {cfg.seed}")
+
+    # ---- checkpoints ------------------------------------------------------------------
+    def _load_checkpoint(self) -> dict[str, Any]:
+        from .serialization import load
+
+        if not self.checkpoint_path.exists():
+            raise TrainingError(
+                f"--resume: no checkpoint at {self.checkpoint_path}; run without --resume to "
+                "start training, or pass the --out folder of the run to continue"
+            )
+        try:
+            saved = load(self.checkpoint_path)
+        except (OSError, ValueError) as e:  # truncated or corrupt: tc.load says which
+            raise TrainingError(f"--resume: {e}; delete it or run without --resume") from None
+        if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
+            raise TrainingError(
+                f"--resume: {self.checkpoint_path} is not a training checkpoint written by "
+                "`tinygrad-conv train`"
+            )
+        return saved
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.loader.load_state_dict(saved["loader"])
+        self._loader_mid_epoch = saved["loader"]["position"] > 0
+        self.rng_state = saved["rng"]
+        rng.set_rng_state(self.rng_state)
+        self.history = list(saved["metrics"])
+        self.epochs_done = int(saved["epoch"])
+        self.stats = _EpochStats(**saved["partial"])
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Everything a resume needs, at the last consistent point (a batch boundary)."""
+        loader_state = self.loader.state_dict()
+        if loader_state["position"]:  # mid-epoch: count only the batches fully trained
+            loader_state["position"] = self.stats.batches
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": self.epochs_done,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": self.rng_state,  # tc.manual_seed's generator
+            "loader": loader_state,  # its own generator, and the batches done this epoch
+            "partial": asdict(self.stats),  # the running sums of the epoch in progress
+            "metrics": self.history,
+            "config": _saved_settings(self.config),
+        }
+
+    def save(self) -> Path:
+        from .serialization import save
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        save(self.checkpoint(), self.checkpoint_path)
+        return self.checkpoint_path
+
+    # ---- training ---------------------------------------------------------------------
+    def run(self) -> list[dict[str, Any]]:
+        """Train up to ``config.epochs``; returns the metrics, one dict per epoch."""
+        cfg = self.config
+        if self.epochs_done >= cfg.epochs:
+            self.log(f"{self.checkpoint_path} already has {self.epochs_done} epoch(s); nothing "
+                     f"to do (pass --epochs N with N > {self.epochs_done} to train further)")
+            return self.history
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._rewrite_metrics_file()
+        with _StopOnSigint(self.log) as stop:
+            try:
+                while self.epochs_done < cfg.epochs:
+                    self._run_epoch(lambda: stop.requested)
+            except KeyboardInterrupt:
+                raise self._interrupted() from None
+        return self.history
+
+    def _run_epoch(self, should_stop: Callable[[], bool]) -> None:
+        from tqdm.auto import tqdm
+
+        cfg, st, epoch = self.config, self.stats, self.epochs_done + 1
+        started = time.perf_counter() - st.seconds
+        self.model.train()
+        bar = tqdm(total=self.batches_per_epoch, initial=st.batches, unit="batch",
+                   desc=f"epoch {epoch}/{cfg.epochs}", disable=not cfg.progress,
+                   dynamic_ncols=True, leave=False)
+        with bar:
+            # a resumed loader mid-epoch must still finish that epoch (even if a smaller
+            # --limit-batches leaves nothing to train), so its next one draws a new order
+            if st.batches < self.batches_per_epoch or self._loader_mid_epoch:
+                batches, self._loader_mid_epoch = iter(self.loader), False
+                while st.batches < self.batches_per_epoch:
+                    self.rng_state = rng.get_rng_state()
+                    self._train_step(*next(batches))
+                    bar.set_postfix(loss=f"{st.loss_sum / st.seen:.4f}",
+                                    acc=f"{st.correct / st.seen:.2%}", refresh=False)
+                    bar.update(1)
+                    st.seconds = time.perf_counter() - started
+                    if should_stop():
+                        raise KeyboardInterrupt
+                batches.close()
+                self.rng_state = rng.get_rng_state()
+        test_loss, test_acc = evaluate(self.model, self.test_loader, should_stop)
+        row = {
+            "epoch": epoch,
+            "train_loss": st.loss_sum / max(st.seen, 1),
+            "train_acc": st.correct / max(st.seen, 1),
+            "test_loss": test_loss,
+            "test_acc": test_acc,
+            "seconds": time.perf_counter() - started,
+        }
+        self.history, self.stats, self.epochs_done = self.history + [row], _EpochStats(), epoch
+        self.save()
+        with open(self.out / METRICS_NAME, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        self.log(
+            f"epoch {epoch}/{cfg.epochs}: train loss {row['train_loss']:.4f} acc "
+            f"{row['train_acc']:.2%} | test loss {test_loss:.4f} acc {test_acc:.2%} "
+            f"({len(self.test_set)} images) | {row['seconds']:.1f} s"
+        )
+        self._plot(announce_missing=epoch == cfg.epochs)
+
+    def _train_step(self, x: Any, y: Any) -> None:
+        st = self.stats
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, y)
+        self.optimizer.zero_grad()
+        loss.backward()
+        correct = int((logits.data.argmax(axis=1) == y.data).sum())
+        self._updating = True
+        self.optimizer.step()
+        st.loss_sum += loss.item() * len(y)
+        st.correct += correct
+        st.seen += len(y)
+        st.batches += 1
+        self._updating = False
+
+    def _position(self) -> str:
+        if self.stats.batches:
+            return (f"epoch {self.epochs_done + 1}, after batch {self.stats.batches}/"
+                    f"{self.batches_per_epoch}")
+        return f"the end of epoch {self.epochs_done}"
+
+    def _interrupted(self) -> TrainingInterrupted:
+        if not self._updating:
+            path = self.save()
+            saved = f"saved a checkpoint at {self._position()} to {path}"
+        elif self.checkpoint_path.exists():
+            path = self.checkpoint_path
+            saved = f"interrupted mid-update; the last checkpoint is {path}"
+        else:
+            return TrainingInterrupted("Interrupted before any checkpoint was saved.", None)
+        command = f"tinygrad-conv train --resume --out {self.out}"
+        if self.config.data_dir:
+            command += f" --data-dir {self.config.data_dir}"
+        return TrainingInterrupted(f"Interrupted: {saved}. Resume with:\n  {command}", path)
+
+    # ---- outputs ----------------------------------------------------------------------
+    def _rewrite_metrics_file(self) -> None:
+        with open(self.out / METRICS_NAME, "w") as f:
+            f.writelines(json.dumps(row) + "\n" for row in self.history)
+
+    def _plot(self, announce_missing: bool) -> None:
+        if not plot_curves(self.history, self.out / CURVES_NAME) and announce_missing:
+            self.log("matplotlib not installed: skipping curves.png "
+                     "(pip install 'tinygrad_conv[plot]')")
+
+
+def plot_curves(history: list[dict[str, Any]], path: str | Path) -> bool:
+    """Save loss and accuracy per epoch (train and test) as a PNG; False without matplotlib."""
+    try:
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
+    except ImportError:
+        return False
+    epochs = [row["epoch"] for row in history]
+    fig = Figure(figsize=(9, 3.5), layout="constrained")
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    for split in ("train", "test"):
+        loss_ax.plot(epochs, [r[f"{split}_loss"] for r in history], "o-", label=split)
+        acc_ax.plot(epochs, [100 * r[f"{split}_acc"] for r in history], "o-", label=split)
+    for ax, title in ((loss_ax, "cross-entropy loss"), (acc_ax, "accuracy (%)")):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.savefig(path, dpi=100)
+    return True
+
+
+def _saved_settings(cfg: TrainConfig) -> dict[str, Any]:
+    return {k: getattr(cfg, k) for k in DEFAULTS}
+
+
+def resolve_config(cfg: TrainConfig, saved: dict[str, Any] | None,
+                   log: Callable[[str], None] = print) -> TrainConfig:
+    """Fill a config's None settings: from the checkpoint's when resuming, else the defaults.
+
+    A setting given explicitly that differs from the checkpoint's wins, with a warning (the run
+    then differs from an uninterrupted one); a different optimizer is an error.
+    """
+    values = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+    base = DEFAULTS if saved is None else {**DEFAULTS, **saved}
+    for key, default in base.items():
+        given = values[key]
+        if given is None:
+            values[key] = default
+        elif saved is not None and key != "epochs" and given != saved.get(key):
+            if key == "seed":
+                log("note: --seed has no effect on a resumed run (the checkpoint's random "
+                    "states continue)")
+                values[key] = saved[key]
+                continue
+            if key == "optimizer":
+                raise TrainingError(
+                    f"--resume: the checkpoint was trained with --optimizer {saved[key]}, "
+                    f"cannot continue it with {given}"
+                )
+            log(f"warning: resuming with --{key.replace('_', '-')} {given} (the checkpoint "
+                f"used {saved.get(key)}): the result will differ from an uninterrupted run")
+    if values["optimizer"] not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, "
+                         f"got {values['optimizer']!r}")
+    return TrainConfig(**values)
+
+
+def fit(config: TrainConfig, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Run the training ``config`` describes; returns the metrics, one dict per epoch.
+
+    Raises ``TrainingInterrupted`` on Ctrl-C (after saving a checkpoint), ``TrainingError``
+    when a resume cannot start, and ``data.MNISTError`` when the data is missing or corrupt.
+    """
+    return Trainer(config, log).run()
+
