@@ -21,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .parallel import over_batch
+
 Pair = tuple[int, int]
 
 
@@ -92,7 +94,9 @@ def im2col(x: np.ndarray, kernel: Pair, stride: Pair, padding: Pair, dilation: P
         strides=(sn, sy * stride[0], sx * stride[1], sg, sy * dilation[0], sx * dilation[1], sc),
         writeable=False,
     )
-    return np.ascontiguousarray(windows).reshape(n * ho * wo, c * kh * kw).T
+    cols = np.empty(windows.shape, dtype=x.dtype)
+    over_batch(lambda s: np.copyto(cols[s], windows[s]), n, cols.size)
+    return cols.reshape(n * ho * wo, c * kh * kw).T
 
 
 def col2im(x_col: np.ndarray, x_shape: tuple[int, int, int, int], kernel: Pair, stride: Pair,
@@ -109,7 +113,7 @@ def col2im(x_col: np.ndarray, x_shape: tuple[int, int, int, int], kernel: Pair, 
     dxp = _padded_zeros(x_shape, padding, groups, x_col.dtype)
     for i in range(kh):
         for j in range(kw):
-            window(dxp, i, j, (ho, wo), stride, dilation)[...] += cols7[:, :, :, :, i, j]
+            _add_into(window(dxp, i, j, (ho, wo), stride, dilation), cols7[:, :, :, :, i, j])
     return _unpad(dxp, x_shape, padding)
 
 
@@ -132,9 +136,13 @@ def col2im_of_product(w_flat: np.ndarray, dout_flat: np.ndarray,
         for j in range(kw):
             first = (i * kw + j) * c
             np.matmul(dout_flat.T, w_flat[:, first:first + c], out=block)
-            target = window(dxp, i, j, (ho, wo), stride, dilation)
-            target += block.reshape(n, ho, wo, 1, c)
+            _add_into(window(dxp, i, j, (ho, wo), stride, dilation), block.reshape(n, ho, wo, 1, c))
     return _unpad(dxp, x_shape, padding)
+
+
+def _add_into(target: np.ndarray, values: np.ndarray) -> None:
+    """target += values, the batch (axis 0) split across threads."""
+    over_batch(lambda s: np.add(target[s], values[s], out=target[s]), len(target), values.size)
 
 
 def _padded_zeros(x_shape: tuple[int, int, int, int], padding: Pair, groups: int,
@@ -181,15 +189,21 @@ def max_pool_forward(x: np.ndarray, kernel: Pair, stride: Pair,
     The first maximum in window order wins ties (as PyTorch); padding is -inf, never a max.
     """
     views = pool_windows(x, kernel, stride, padding, -np.inf)
-    out = views[0].copy()
+    out = np.empty(views[0].shape, dtype=x.dtype)
     index_type = np.uint8 if len(views) <= 256 else np.int32
     winner = np.zeros(out.shape, dtype=index_type)
-    better = np.empty(out.shape, dtype=bool)
-    for k, view in enumerate(views[1:], start=1):
-        np.greater(view, out, out=better)  # strictly greater: the first maximum keeps its win
-        np.maximum(out, view, out=out)
-        # offsets come in increasing order, so a new winner k is larger than any earlier one
-        np.maximum(winner, better * index_type(k), out=winner)
+
+    def work(s: slice) -> None:
+        best, won = out[s], winner[s]
+        np.copyto(best, views[0][s])
+        better = np.empty(best.shape, dtype=bool)
+        for k, view in enumerate(views[1:], start=1):
+            np.greater(view[s], best, out=better)  # strictly: the first maximum keeps its win
+            np.maximum(best, view[s], out=best)
+            # offsets come in increasing order, so a new winner k exceeds any earlier one
+            np.maximum(won, better * index_type(k), out=won)
+
+    over_batch(work, len(out), out.size * len(views))
     return channels_first(out), winner
 
 
@@ -211,20 +225,23 @@ def window_scatter(values: np.ndarray, x_shape: tuple[int, int, int, int], kerne
     out_hw = vl.shape[1:3]
     dxp = np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=values.dtype)
     add = _overlapping(kernel, stride)  # disjoint windows can be written, not accumulated
-    hit = None if winner is None else np.empty(winner.shape, dtype=bool)
-    k = 0
-    for i in range(kernel[0]):
-        for j in range(kernel[1]):
-            target = window(dxp, i, j, out_hw, stride)
+    offsets = [(i, j) for i in range(kernel[0]) for j in range(kernel[1])]
+
+    def work(s: slice) -> None:
+        part = vl[s]
+        hit = None if winner is None else np.empty(part.shape, dtype=bool)
+        for k, (i, j) in enumerate(offsets):
+            target = window(dxp, i, j, out_hw, stride)[s]
             if winner is None:
-                np.add(target, vl, out=target)
+                np.add(target, part, out=target)
+                continue
+            np.equal(winner[s], k, out=hit)
+            if add:
+                target += part * hit
             else:
-                np.equal(winner, k, out=hit)
-                if add:
-                    target += vl * hit
-                else:
-                    np.multiply(vl, hit, out=target)
-            k += 1
+                np.multiply(part, hit, out=target)
+
+    over_batch(work, n, vl.size * len(offsets))
     return channels_first(dxp[:, ph:ph + h, pw:pw + w])
 
 

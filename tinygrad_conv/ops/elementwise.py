@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..engine import Op, register
+from ..parallel import over_batch
 from ..tensor import Tensor, as_tensor
 
 
@@ -174,9 +175,19 @@ class Abs(Op):
 @register("relu")
 class ReLU(Op):
     def forward(self, a):
-        out = np.maximum(a, 0)
-        if any(self.needs_grad):
-            self.mask = out > 0  # the gradient at exactly 0 is 0, as PyTorch
+        out = np.empty_like(a)  # keeps a's memory layout
+        mask = np.empty_like(a, dtype=bool) if any(self.needs_grad) else None
+
+        def work(s: slice) -> None:
+            np.maximum(a[s], 0, out=out[s])
+            if mask is not None:
+                np.greater(out[s], 0, out=mask[s])  # the gradient at exactly 0 is 0
+
+        if a.ndim:
+            over_batch(work, a.shape[0], a.size)
+        else:
+            work(slice(None))
+        self.mask = mask
         return out
 
     def backward(self, g):
