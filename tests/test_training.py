@@ -1,9 +1,10 @@
-"""The training loop: checkpoints, exact resume (also after Ctrl-C), metrics, and one
-end-to-end run on real MNIST."""
+"""The training loop: checkpoints, exact resume (also after Ctrl-C, with either lr schedule),
+the cosine lr schedule, metrics, and one end-to-end run on real MNIST."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
@@ -69,11 +70,29 @@ def comparable(ckpt: dict) -> dict:
     return ckpt
 
 
+def cosine_lr(base: float, step: int, total: int) -> float:
+    """CosineAnnealingLR's closed form with eta_min 0: the lr after ``step`` of ``total`` steps."""
+    return base * (1 + math.cos(math.pi * step / total)) / 2
+
+
 @pytest.fixture(scope="module")
-def uninterrupted(mnist_dir, tmp_path_factory) -> dict:
-    out = tmp_path_factory.mktemp("uninterrupted")
-    fit(tiny(mnist_dir, out), log=lambda msg: None)
-    return checkpoint(out)
+def uninterrupted_runs(mnist_dir, tmp_path_factory):
+    """The final checkpoint of an uninterrupted ``tiny`` run, per lr schedule (run once each)."""
+    cache: dict[str, dict] = {}
+
+    def get(schedule: str) -> dict:
+        if schedule not in cache:
+            out = tmp_path_factory.mktemp(f"uninterrupted_{schedule}")
+            fit(tiny(mnist_dir, out, lr_schedule=schedule), log=lambda msg: None)
+            cache[schedule] = checkpoint(out)
+        return cache[schedule]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(uninterrupted_runs) -> dict:
+    return uninterrupted_runs("cosine")  # the default schedule
 
 
 def test_reference_cnn_shapes():
@@ -91,13 +110,18 @@ def test_checkpoint_and_metrics_after_every_epoch(mnist_dir, tmp_path, uninterru
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rows == history
     for row in rows:
-        assert set(row) == {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds"}
+        assert set(row) == {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds",
+                            "lr"}
         assert 0 <= row["test_acc"] <= 1 and row["train_loss"] > 0
     assert any("test loss" in line and "acc" in line for line in lines)  # printed per epoch
+    assert any("adam lr 0.001 (cosine schedule to 0 over 6 steps), seed 0" in line
+               for line in lines)  # the header line names the schedule
     ckpt = checkpoint(tmp_path)
     assert ckpt["epoch"] == 2 and set(ckpt["model"]) == set(reference_cnn().state_dict())
     assert {"state", "param_groups"} <= set(ckpt["optimizer"])
     assert ckpt["config"]["batch_size"] == 16 and ckpt["config"]["optimizer"] == "adam"
+    assert ckpt["config"]["lr_schedule"] == "cosine"  # the default
+    assert ckpt["scheduler"]["T_max"] == 6 and ckpt["scheduler"]["last_epoch"] == 6
     assert_same_state(comparable(ckpt), comparable(uninterrupted))  # runs are reproducible
 
 
@@ -127,20 +151,69 @@ def _interrupt_on_step(monkeypatch, step: int, how: str) -> None:
     monkeypatch.setattr(Trainer, "_train_step", step_and_interrupt)
 
 
-@pytest.mark.parametrize("how", ["sigint", "forward"])
+@pytest.mark.parametrize("schedule, how", [("cosine", "sigint"), ("cosine", "forward"),
+                                           ("constant", "sigint")])
 def test_ctrl_c_mid_epoch_saves_and_resume_is_exact(mnist_dir, tmp_path, monkeypatch,
-                                                     uninterrupted, how):
+                                                     uninterrupted_runs, schedule, how):
     _interrupt_on_step(monkeypatch, step=5, how=how)  # epoch 2, its 2nd batch
     with pytest.raises(TrainingInterrupted) as info:
-        fit(tiny(mnist_dir, tmp_path), log=lambda msg: None)
+        fit(tiny(mnist_dir, tmp_path, lr_schedule=schedule), log=lambda msg: None)
     assert "Resume with" in str(info.value) and "--resume" in str(info.value)
     saved = checkpoint(tmp_path)
     done = 2 if how == "sigint" else 1  # a step interrupted before its update is not counted
     assert saved["epoch"] == 1 and saved["partial"]["batches"] == done
     assert saved["loader"]["position"] == done
+    if schedule == "cosine":  # the schedule stopped where the training did
+        assert saved["scheduler"]["last_epoch"] == 3 + done
+        lr = saved["optimizer"]["param_groups"][0]["lr"]
+        assert lr == pytest.approx(cosine_lr(1e-3, 3 + done, 6), rel=1e-12)
+    else:
+        assert saved["scheduler"] is None
     monkeypatch.undo()
-    fit(tiny(mnist_dir, tmp_path, resume=True), log=lambda msg: None)
+    fit(tiny(mnist_dir, tmp_path, resume=True), log=lambda msg: None)  # schedule from checkpoint
+    # every array and number (model, optimizer, scheduler, RNG, loader, metrics) is equal
+    assert_same_state(comparable(checkpoint(tmp_path)), comparable(uninterrupted_runs(schedule)))
+
+
+def test_resume_at_an_epoch_boundary_is_exact(mnist_dir, tmp_path, monkeypatch, uninterrupted):
+    _interrupt_on_step(monkeypatch, step=4, how="forward")  # epoch 2's 1st batch: not trained
+    with pytest.raises(TrainingInterrupted):
+        fit(tiny(mnist_dir, tmp_path), log=lambda msg: None)
+    saved = checkpoint(tmp_path)
+    assert saved["epoch"] == 1 and saved["partial"]["batches"] == 0
+    assert saved["scheduler"]["last_epoch"] == 3
+    monkeypatch.undo()
+    lines = []
+    fit(tiny(mnist_dir, tmp_path, resume=True), log=lines.append)
+    assert not any("warning" in line for line in lines)
+    assert any("cosine schedule to 0 over 6 steps" in line for line in lines)
     assert_same_state(comparable(checkpoint(tmp_path)), comparable(uninterrupted))
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_lr_follows_the_schedule_step_by_step(mnist_dir, tmp_path, monkeypatch, schedule):
+    used = []  # the lr each optimizer step runs with
+    original = Trainer._train_step
+
+    def record_lr(self, x, y):
+        used.append(self.optimizer.param_groups[0]["lr"])
+        return original(self, x, y)
+
+    monkeypatch.setattr(Trainer, "_train_step", record_lr)
+    config = tiny(mnist_dir, tmp_path, epochs=3, limit_batches=2, lr=2e-3, lr_schedule=schedule)
+    history = fit(config, log=lambda msg: None)
+    total = 3 * 2  # epochs * batches per epoch (after limit_batches)
+    if schedule == "cosine":
+        expected = [cosine_lr(2e-3, step, total) for step in range(total)]
+        at_epoch_end = [cosine_lr(2e-3, 2 * epoch, total) for epoch in (1, 2, 3)]
+        assert used[0] == 2e-3 and used[3] == pytest.approx(1e-3, rel=1e-12)  # the midpoint
+        assert history[-1]["lr"] == 0.0  # reaches 0 after the last step
+    else:
+        expected, at_epoch_end = [2e-3] * total, [2e-3] * 3
+    assert used == pytest.approx(expected, rel=1e-12, abs=1e-18)
+    assert [row["lr"] for row in history] == pytest.approx(at_epoch_end, rel=1e-12, abs=1e-18)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [row["lr"] for row in rows] == [row["lr"] for row in history]
 
 
 def test_ctrl_c_during_an_update_keeps_the_last_epoch_checkpoint(mnist_dir, tmp_path,
@@ -160,12 +233,35 @@ def test_resume_errors(mnist_dir, tmp_path):
     fit(tiny(mnist_dir, tmp_path, epochs=1), log=lambda msg: None)
     with pytest.raises(TrainingError, match="--optimizer adam, cannot continue it with sgd"):
         fit(tiny(mnist_dir, tmp_path, resume=True, optimizer="sgd"), log=lambda msg: None)
+    with pytest.raises(TrainingError,
+                       match="--lr-schedule cosine, cannot continue it with constant"):
+        fit(tiny(mnist_dir, tmp_path, resume=True, lr_schedule="constant"), log=lambda msg: None)
     lines = []
     fit(tiny(mnist_dir, tmp_path, epochs=1, resume=True), log=lines.append)
     assert any("nothing to do" in line for line in lines)
+    lines = []  # more epochs than planned: the cosine restarts from mid-way, with a warning
+    fit(tiny(mnist_dir, tmp_path, epochs=2, resume=True), log=lines.append)
+    assert any("cosine schedule is stretched" in line for line in lines)
+    assert checkpoint(tmp_path)["scheduler"]["T_max"] == 6
     (tmp_path / "checkpoint.npz").write_bytes(b"PK\x03\x04 cut short")
     with pytest.raises(TrainingError, match="truncated or corrupt"):
         fit(tiny(mnist_dir, tmp_path, resume=True), log=lambda msg: None)
+
+
+def test_resume_a_checkpoint_from_before_lr_schedules(mnist_dir, tmp_path, uninterrupted_runs):
+    fit(tiny(mnist_dir, tmp_path, epochs=1, lr_schedule="constant"), log=lambda msg: None)
+    old = checkpoint(tmp_path)  # as written before --lr-schedule existed: constant lr
+    del old["scheduler"], old["config"]["lr_schedule"]
+    for row in old["metrics"]:
+        del row["lr"]
+    tc.save(old, tmp_path / "checkpoint.npz")
+    with pytest.raises(TrainingError, match="--lr-schedule constant, cannot continue it with"):
+        fit(tiny(mnist_dir, tmp_path, resume=True, lr_schedule="cosine"), log=lambda msg: None)
+    fit(tiny(mnist_dir, tmp_path, epochs=2, resume=True), log=lambda msg: None)
+    resumed, fresh = checkpoint(tmp_path), uninterrupted_runs("constant")
+    assert resumed["config"]["lr_schedule"] == "constant" and resumed["scheduler"] is None
+    assert_same_state(resumed["model"], fresh["model"], "model")
+    assert_same_state(resumed["optimizer"], fresh["optimizer"], "optimizer")
 
 
 def test_evaluate_uses_eval_mode_and_no_grad(mnist_dir):

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .training import DEFAULTS, OPTIMIZERS, TrainConfig
+from .training import DEFAULTS, LR_SCHEDULES, OPTIMIZERS, TrainConfig
 
 GRAPH_FORMATS = ("svg", "png", "pdf")
 
@@ -56,7 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", metavar="N", type=_positive_int, default=None,
                        help=f"training batch size (default {d['batch_size']})")
     train.add_argument("--lr", metavar="LR", type=_positive_float, default=None,
-                       help=f"learning rate (default {d['lr']})")
+                       help=f"learning rate: the constant one, or where the cosine schedule "
+                            f"starts (default {d['lr']})")
+    train.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None,
+                       help="cosine: anneal the lr from --lr to 0 along half a cosine over "
+                            "all the run's batches (--epochs times the batches per epoch, "
+                            "after --limit-batches), updated after every batch; constant: keep "
+                            f"--lr throughout (default {d['lr_schedule']}; with --resume, the "
+                            "checkpoint's schedule continues and cannot be changed)")
     train.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
                        help=f"optimizer; sgd uses momentum 0.9 (default {d['optimizer']})")
     train.add_argument("--seed", metavar="N", type=int, default=None,
@@ -103,7 +110,7 @@ def _train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
         seed=args.seed, limit_batches=args.limit_batches, limit_test=args.limit_test,
-        data_dir=args.data_dir, out=args.out, resume=args.resume,
+        lr_schedule=args.lr_schedule, data_dir=args.data_dir, out=args.out, resume=args.resume,
         progress=not args.no_progress,
     )
     try:

@@ -4,9 +4,13 @@
     history = fit(TrainConfig(epochs=1, limit_batches=50, out="runs/try"))
 
 Every epoch trains the reference CNN (``models.reference_cnn``) on shuffled batches, evaluates
-it on the test set, then writes to ``out``: ``checkpoint.npz`` (model, optimizer, RNG and
-data-loader states, metrics: ``resume=True`` continues exactly where it stopped),
+it on the test set, then writes to ``out``: ``checkpoint.npz`` (model, optimizer, lr-scheduler,
+RNG and data-loader states, metrics: ``resume=True`` continues exactly where it stopped),
 ``metrics.jsonl`` (one JSON line per epoch) and ``curves.png`` (when matplotlib is installed).
+
+The learning rate follows ``lr_schedule``: "cosine" (the default) anneals it from ``lr`` to 0
+along half a cosine over all the run's optimizer steps (``optim.lr_scheduler.CosineAnnealingLR``
+stepped after every batch, ``T_max = epochs * batches per epoch``); "constant" keeps it.
 
 Ctrl-C finishes the current batch, saves a checkpoint of the exact point reached (mid-epoch
 included) and raises ``TrainingInterrupted``; a resumed run then ends with the same weights,
@@ -34,13 +38,16 @@ CHECKPOINT_NAME, METRICS_NAME, CURVES_NAME = "checkpoint.npz", "metrics.jsonl", 
 CHECKPOINT_FORMAT = "tinygrad_conv.training/1"
 EVAL_BATCH_SIZE = 500
 OPTIMIZERS = ("sgd", "adam", "adamw")
+LR_SCHEDULES = ("cosine", "constant")
 
 # settings a checkpoint remembers; None in a TrainConfig means "the default, or on resume the
 # checkpoint's value"
 DEFAULTS: dict[str, Any] = {
     "epochs": 3, "batch_size": 64, "lr": 1e-3, "optimizer": "adam", "seed": 0,
-    "limit_batches": None, "limit_test": None,
+    "limit_batches": None, "limit_test": None, "lr_schedule": "cosine",
 }
+# what a checkpoint without the setting (written before there were schedules) used
+LEGACY_SETTINGS: dict[str, Any] = {"lr_schedule": "constant"}
 
 
 @dataclass
@@ -48,7 +55,8 @@ class TrainConfig:
     """Settings of one training run (the ``train`` command's flags).
 
     ``limit_batches`` caps the batches per epoch, ``limit_test`` evaluates on the first N test
-    images only (both for quick runs). ``data_dir`` defaults as ``MNIST``'s root.
+    images only (both for quick runs). ``lr_schedule`` is "cosine" (from ``lr`` to 0 over all
+    the run's steps) or "constant". ``data_dir`` defaults as ``MNIST``'s root.
     """
 
     epochs: int | None = None
@@ -58,6 +66,7 @@ class TrainConfig:
     seed: int | None = None
     limit_batches: int | None = None
     limit_test: int | None = None
+    lr_schedule: str | None = None
     data_dir: str | None = None
     out: str = "runs/mnist"
     resume: bool = False
@@ -88,6 +97,18 @@ def make_optimizer(name: str, params: Any, lr: float) -> Any:
     if name == "adamw":
         return optim.AdamW(params, lr=lr)
     raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+
+
+def make_scheduler(name: str, optimizer: Any, total_steps: int) -> Any:
+    """``optim.lr_scheduler.CosineAnnealingLR`` from the optimizer's lr to 0 over
+    ``total_steps`` steps for "cosine"; None (a constant lr) for "constant"."""
+    from .optim import lr_scheduler
+
+    if name == "cosine":
+        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1), eta_min=0.0)
+    if name == "constant":
+        return None
+    raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {name!r}")
 
 
 def evaluate(model: Any, loader: Any, should_stop: Callable[[], bool] | None = None,
@@ -167,6 +188,8 @@ class Trainer:
         self.test_loader = DataLoader(test_set, EVAL_BATCH_SIZE, seed=0)  # never shuffled
         n = len(self.loader)
         self.batches_per_epoch = min(n, cfg.limit_batches) if cfg.limit_batches else n
+        self.scheduler = make_scheduler(cfg.lr_schedule, self.optimizer,
+                                        cfg.epochs * self.batches_per_epoch)
 
         self.history: list[dict[str, Any]] = []
         self.epochs_done = 0
@@ -182,8 +205,7 @@ class Trainer:
                     f"--resume: {self.checkpoint_path} does not fit this run ({e}); delete it "
                     "or run without --resume"
                 ) from None
-            for group in self.optimizer.param_groups:  # --lr given on resume wins
-                group["lr"] = cfg.lr
+            self._resume_lr()
             log(f"resuming {self.checkpoint_path}: {self._position()}")
         elif self.checkpoint_path.exists():
             log(f"starting from scratch: {self.checkpoint_path} will be replaced "
@@ -191,7 +213,36 @@ class Trainer:
         source = getattr(self.train_set, "root", cfg.data_dir)
         log(f"MNIST from {source}: {len(self.train_set)} training images, "
             f"{self.batches_per_epoch} batches of {cfg.batch_size} per epoch; "
-            f"{len(test_set)} test images; {cfg.optimizer} lr {cfg.lr}, seed {cfg.seed}")
+            f"{len(test_set)} test images; {cfg.optimizer} lr {cfg.lr} "
+            f"({self._schedule_text()}), seed {cfg.seed}")
+
+    def _schedule_text(self) -> str:
+        if self.scheduler is None:
+            return "constant"
+        return f"cosine schedule to 0 over {self.scheduler.T_max} steps"
+
+    def _steps_left(self) -> int:
+        """The optimizer steps from the current point to the end of the run."""
+        cfg, bpe = self.config, self.batches_per_epoch
+        if self.epochs_done >= cfg.epochs:
+            return 0
+        return max(bpe - self.stats.batches, 0) + (cfg.epochs - self.epochs_done - 1) * bpe
+
+    def _resume_lr(self) -> None:
+        """Set the lr of a restored optimizer: ``--lr`` given on resume wins; a cosine schedule
+        keeps its position (steps done) and ends at 0 on the run's last step. Unchanged
+        settings give back exactly the checkpoint's schedule and lr."""
+        lr = self.config.lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        sched = self.scheduler
+        if sched is not None:
+            for group in self.optimizer.param_groups:
+                group["initial_lr"] = lr
+            sched.base_lrs = [lr] * len(self.optimizer.param_groups)
+            sched.T_max = max(sched.last_epoch + self._steps_left(), 1)
+            sched.last_epoch -= 1
+            sched.step()  # recompute the lr at the steps done (closed form)
 
     # ---- checkpoints ------------------------------------------------------------------
     def _load_checkpoint(self) -> dict[str, Any]:
@@ -223,6 +274,10 @@ class Trainer:
         self.history = list(saved["metrics"])
         self.epochs_done = int(saved["epoch"])
         self.stats = _EpochStats(**saved["partial"])
+        if self.scheduler is not None:
+            if not isinstance(saved["scheduler"], dict):
+                raise ValueError("it has no lr-scheduler state")
+            self.scheduler.load_state_dict(saved["scheduler"])
 
     def checkpoint(self) -> dict[str, Any]:
         """Everything a resume needs, at the last consistent point (a batch boundary)."""
@@ -234,6 +289,7 @@ class Trainer:
             "epoch": self.epochs_done,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "rng": self.rng_state,  # tc.manual_seed's generator
             "loader": loader_state,  # its own generator, and the batches done this epoch
             "partial": asdict(self.stats),  # the running sums of the epoch in progress
@@ -299,6 +355,7 @@ class Trainer:
             "test_loss": test_loss,
             "test_acc": test_acc,
             "seconds": time.perf_counter() - started,
+            "lr": self.optimizer.param_groups[0]["lr"],  # at the epoch's end (the next step's)
         }
         self.history, self.stats, self.epochs_done = self.history + [row], _EpochStats(), epoch
         self.save()
@@ -307,7 +364,7 @@ class Trainer:
         self.log(
             f"epoch {epoch}/{cfg.epochs}: train loss {row['train_loss']:.4f} acc "
             f"{row['train_acc']:.2%} | test loss {test_loss:.4f} acc {test_acc:.2%} "
-            f"({len(self.test_set)} images) | {row['seconds']:.1f} s"
+            f"({len(self.test_set)} images) | lr {row['lr']:.3g} | {row['seconds']:.1f} s"
         )
         self._plot(announce_missing=epoch == cfg.epochs)
 
@@ -320,6 +377,8 @@ class Trainer:
         correct = int((logits.data.argmax(axis=1) == y.data).sum())
         self._updating = True
         self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
         st.loss_sum += loss.item() * len(y)
         st.correct += correct
         st.seen += len(y)
@@ -389,9 +448,11 @@ def resolve_config(cfg: TrainConfig, saved: dict[str, Any] | None,
     """Fill a config's None settings: from the checkpoint's when resuming, else the defaults.
 
     A setting given explicitly that differs from the checkpoint's wins, with a warning (the run
-    then differs from an uninterrupted one); a different optimizer is an error.
+    then differs from an uninterrupted one); a different optimizer or lr schedule is an error.
     """
     values = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+    if saved is not None:
+        saved = {**LEGACY_SETTINGS, **saved}
     base = DEFAULTS if saved is None else {**DEFAULTS, **saved}
     for key, default in base.items():
         given = values[key]
@@ -403,16 +464,26 @@ def resolve_config(cfg: TrainConfig, saved: dict[str, Any] | None,
                     "states continue)")
                 values[key] = saved[key]
                 continue
-            if key == "optimizer":
+            if key in ("optimizer", "lr_schedule"):
+                flag = "--" + key.replace("_", "-")
                 raise TrainingError(
-                    f"--resume: the checkpoint was trained with --optimizer {saved[key]}, "
-                    f"cannot continue it with {given}"
+                    f"--resume: the checkpoint was trained with {flag} {saved[key]}, "
+                    f"cannot continue it with {given} (run without --resume, or with another "
+                    "--out, to start a new run)"
                 )
             log(f"warning: resuming with --{key.replace('_', '-')} {given} (the checkpoint "
                 f"used {saved.get(key)}): the result will differ from an uninterrupted run")
+    if (saved is not None and values["lr_schedule"] == "cosine"
+            and values["epochs"] != saved["epochs"]):
+        log(f"warning: resuming with --epochs {values['epochs']} (the checkpoint's run was "
+            f"planned for {saved['epochs']}): the cosine schedule is stretched to end at the new "
+            "last step, so the result will differ from an uninterrupted run")
     if values["optimizer"] not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, "
                          f"got {values['optimizer']!r}")
+    if values["lr_schedule"] not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
+                         f"got {values['lr_schedule']!r}")
     return TrainConfig(**values)
 
 
