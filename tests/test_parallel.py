@@ -1,4 +1,4 @@
-"""Batch-split kernels (tinygrad_conv.parallel) give the same numbers as the naive loops.
+"""Batch-split and cache-blocked kernels give the same numbers as the naive loops.
 
 Splitting only starts above a size threshold, which the small shapes elsewhere never reach:
 here the threshold is lowered to 0 and three threads are forced, so every slice boundary
@@ -10,7 +10,7 @@ import pytest
 
 import tinygrad_conv as tc
 import tinygrad_conv.functional as F
-from tinygrad_conv import naive, parallel
+from tinygrad_conv import kernels, naive, parallel
 
 
 @pytest.fixture
@@ -19,8 +19,15 @@ def split_everything(monkeypatch):
     monkeypatch.setenv("TINYGRAD_CONV_THREADS", "3")
 
 
+@pytest.fixture(params=["one block", "an image per block"])
+def block_size(request, monkeypatch):
+    """col2im_of_product's batch chunking: everything at once, or one image at a time."""
+    if request.param == "an image per block":
+        monkeypatch.setattr(kernels, "BLOCK_BYTES", 1)
+
+
 @pytest.mark.parametrize("stride,padding", [((1, 1), (1, 1)), ((2, 1), (0, 2))])
-def test_conv2d_split_matches_naive(split_everything, stride, padding):
+def test_conv2d_split_matches_naive(split_everything, block_size, stride, padding):
     rng = np.random.default_rng(1)
     x = tc.Tensor(rng.standard_normal((5, 3, 9, 8)), requires_grad=True)
     w = tc.Tensor(rng.standard_normal((4, 3, 3, 3)), requires_grad=True)

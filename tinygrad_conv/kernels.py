@@ -117,26 +117,36 @@ def col2im(x_col: np.ndarray, x_shape: tuple[int, int, int, int], kernel: Pair, 
     return _unpad(dxp, x_shape, padding)
 
 
+BLOCK_BYTES = 1 << 20  # col2im_of_product keeps each product block about this size (L2)
+
+
 def col2im_of_product(w_flat: np.ndarray, dout_flat: np.ndarray,
                       x_shape: tuple[int, int, int, int], kernel: Pair, stride: Pair,
                       padding: Pair, dilation: Pair) -> np.ndarray:
     """col2im(W_flat.T @ dout_flat) for one group, without holding the whole product.
 
     Row block (i, j) of W_flat.T @ dout_flat (the C rows of kernel offset (i, j)) is
-    computed on its own, as dout_flat.T @ W_flat[:, block] (N*H'*W', C), and added into its
-    window at once: each block is contiguous and small enough to stay in cache.
+    computed on its own, as dout_flat.T @ W_flat[:, block], and added into its window at
+    once. The batch is taken a few images at a time so that each block stays in cache.
     """
     n, c, _, _ = x_shape
     kh, kw = kernel
     ho, wo = _out_hw(x_shape, kernel, stride, padding, dilation)
     dtype = np.result_type(w_flat, dout_flat)
     dxp = _padded_zeros(x_shape, padding, 1, dtype)
-    block = np.empty((n * ho * wo, c), dtype)
-    for i in range(kh):
-        for j in range(kw):
-            first = (i * kw + j) * c
-            np.matmul(dout_flat.T, w_flat[:, first:first + c], out=block)
-            _add_into(window(dxp, i, j, (ho, wo), stride, dilation), block.reshape(n, ho, wo, 1, c))
+    pixels = dout_flat.T.reshape(n, ho * wo, -1)  # (N, H'*W', F)
+    images = max(1, BLOCK_BYTES // (ho * wo * c * dtype.itemsize))
+    block = np.empty((min(images, n) * ho * wo, c), dtype)
+    for first_image in range(0, n, images):
+        part = slice(first_image, min(first_image + images, n))
+        rows = pixels[part].reshape(-1, pixels.shape[2])
+        out = block[:len(rows)]
+        for i in range(kh):
+            for j in range(kw):
+                first = (i * kw + j) * c
+                np.matmul(rows, w_flat[:, first:first + c], out=out)
+                target = window(dxp[part], i, j, (ho, wo), stride, dilation)
+                _add_into(target, out.reshape(-1, ho, wo, 1, c))
     return _unpad(dxp, x_shape, padding)
 
 
