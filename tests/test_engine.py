@@ -456,3 +456,32 @@ def test_gradcheck_leaves_its_inputs_untouched_and_skips_constants():
 def test_gradcheck_needs_an_input_that_requires_grad():
     with pytest.raises(ValueError, match="requires_grad"):
         tc.gradcheck(lambda t: t * 2, [tc.Tensor([1.0])])
+
+
+def test_leaf_grads_never_alias_each_other_or_the_seed():
+    # add passes its upstream grad on unchanged, so both leaves (and the seed) see one array
+    a = tc.tensor([1.0, 2.0], requires_grad=True)
+    b = tc.tensor([3.0, 4.0], requires_grad=True)
+    seed = tc.tensor([1.0, 1.0])
+    (a + b).backward(seed)
+    a.grad.data *= 10  # an in-place change to one grad (as an optimiser might make)
+    np.testing.assert_array_equal(b.grad.data, [1.0, 1.0])
+    np.testing.assert_array_equal(seed.data, [1.0, 1.0])
+    assert a.grad.data.flags.writeable and b.grad.data.flags.writeable
+
+
+def test_retained_grad_and_leaf_grad_do_not_alias():
+    x = tc.tensor([1.0, 2.0], requires_grad=True)
+    y = x + 1.0
+    y.retain_grad()
+    (y * 2.0).sum().backward()
+    y.grad.data[:] = 0
+    np.testing.assert_array_equal(x.grad.data, [2.0, 2.0])
+
+
+def test_broadcast_grad_reaching_a_leaf_is_writable():
+    x = tc.tensor(3.0, requires_grad=True)
+    y = tc.zeros(4).sum() * 0 + x  # the grad of x comes through a broadcast (read-only) view
+    (y.expand(2, 2) * 1.0).sum().backward()
+    x.grad.data += 1  # must not raise "assignment destination is read-only"
+    assert x.grad.item() == 5.0

@@ -172,6 +172,7 @@ def run_backward(root: Tensor, grad: Tensor, retain_graph: bool, create_graph: b
     """Reverse-mode accumulation from ``root`` (seeded with ``grad``) into leaf ``.grad``s."""
     order = topological_order(root)
     pending: dict[int, Tensor] = {id(root): grad}
+    handed_out: set[int] = {id(grad.data)}  # arrays some other holder may also see or change
     with set_grad_enabled(create_graph):
         for node in reversed(order):
             g = pending.pop(id(node), None)
@@ -182,7 +183,7 @@ def run_backward(root: Tensor, grad: Tensor, retain_graph: bool, create_graph: b
                 if replaced is not None:
                     g = replaced
             if node.op is None or node._retains_grad:
-                _accumulate_into_grad(node, g, create_graph)
+                _accumulate_into_grad(node, g, create_graph, handed_out)
             if node.op is not None:
                 _propagate(node.op, g, pending, retain_graph)
 
@@ -205,15 +206,27 @@ def _propagate(op: Op, g: Tensor, pending: dict[int, Tensor], retain_graph: bool
         pending[key] = pg if key not in pending else pending[key] + pg
 
 
-def _accumulate_into_grad(node: Tensor, g: Tensor, create_graph: bool) -> None:
-    # Each leaf gets its own writable copy: the same grad Tensor may flow to several leaves
-    # (e.g. through add), and may be a read-only broadcast view.
+def _accumulate_into_grad(node: Tensor, g: Tensor, create_graph: bool,
+                          handed_out: set[int]) -> None:
+    """Add ``g`` into ``node.grad``, which must own its data.
+
+    The same grad may flow to several leaves (add passes it on unchanged), be the caller's
+    seed, come from a hook, or be a read-only broadcast view: then ``node.grad`` gets a copy.
+    A fresh array that nothing else holds is kept as it is (no copy per parameter per step).
+    """
+    if node.grad is not None:
+        node.grad = node.grad + g  # a new array either way
+        return
     if create_graph:
         from .ops.elementwise import clone
 
-        g = clone(g)
-    else:
-        from .tensor import Tensor
+        node.grad = clone(g)
+        return
+    from .tensor import Tensor
 
-        g = Tensor._from_array(np.array(g.data, dtype=node.dtype, copy=True))
-    node.grad = g if node.grad is None else node.grad + g
+    arr = g.data
+    if (id(arr) in handed_out or node._hooks or arr.base is not None
+            or not arr.flags.writeable or arr.dtype != node.dtype):
+        arr = np.array(arr, dtype=node.dtype, copy=True)
+    handed_out.add(id(arr))
+    node.grad = Tensor._from_array(arr)
