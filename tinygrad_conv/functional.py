@@ -59,11 +59,18 @@ def conv2d(x: Any, weight: Any, bias: Any = None, stride: IntPair = 1, padding: 
     return conv_ops.Conv2d(**settings).apply(*inputs)
 
 
+def _pool_settings(name: str, x: Tensor, kernel_size: IntPair, stride: IntPair | None,
+                   padding: IntPair) -> dict[str, Any]:
+    kernel = _pair(name, "kernel_size", kernel_size)
+    stride = None if stride is None else _pair(name, "stride", stride)
+    return pool.check_pool_args(name, x, kernel, stride, _pair(name, "padding", padding))
+
+
 def max_pool2d(x: Any, kernel_size: IntPair, stride: IntPair | None = None,
                padding: IntPair = 0) -> Tensor:
     """Max over windows; padding never wins. x (N, C, H, W) -> (N, C, H', W')."""
     x = as_tensor(x)
-    settings = pool.check_pool_args("max_pool2d", x, kernel_size, stride, padding)
+    settings = _pool_settings("max_pool2d", x, kernel_size, stride, padding)
     return pool.MaxPool2d(**settings).apply(x)
 
 
@@ -71,7 +78,7 @@ def avg_pool2d(x: Any, kernel_size: IntPair, stride: IntPair | None = None,
                padding: IntPair = 0) -> Tensor:
     """Mean over windows; zero padding counts in the average (PyTorch's default)."""
     x = as_tensor(x)
-    settings = pool.check_pool_args("avg_pool2d", x, kernel_size, stride, padding)
+    settings = _pool_settings("avg_pool2d", x, kernel_size, stride, padding)
     return pool.AvgPool2d(**settings).apply(x)
 
 

@@ -89,29 +89,24 @@ def _window(xp, i, j, kernel, stride):
     return xp[:, :, top:top + kernel[0], left:left + kernel[1]]
 
 
-def max_pool2d(x, kernel=(2, 2), stride=None, padding=(0, 0)):
-    """Max over each window; padding is -inf."""
+def _pool(x, kernel, stride, padding, fill, reduce):
     stride = stride or kernel
-    xp = _pad(x.astype(np.float64), *padding, value=-np.inf)
+    xp = _pad(x.astype(np.float64), *padding, value=fill)
     n, c = x.shape[:2]
     ho = _out(x.shape[2], kernel[0], stride[0], padding[0], 1)
     wo = _out(x.shape[3], kernel[1], stride[1], padding[1], 1)
     out = np.zeros((n, c, ho, wo))
     for i in range(ho):
         for j in range(wo):
-            out[:, :, i, j] = _window(xp, i, j, kernel, stride).max(axis=(2, 3))
+            out[:, :, i, j] = reduce(_window(xp, i, j, kernel, stride), axis=(2, 3))
     return out
+
+
+def max_pool2d(x, kernel=(2, 2), stride=None, padding=(0, 0)):
+    """Max over each window; padding is -inf."""
+    return _pool(x, kernel, stride, padding, -np.inf, np.max)
 
 
 def avg_pool2d(x, kernel=(2, 2), stride=None, padding=(0, 0)):
     """Mean over each window; zero padding counts in the mean."""
-    stride = stride or kernel
-    xp = _pad(x.astype(np.float64), *padding)
-    n, c = x.shape[:2]
-    ho = _out(x.shape[2], kernel[0], stride[0], padding[0], 1)
-    wo = _out(x.shape[3], kernel[1], stride[1], padding[1], 1)
-    out = np.zeros((n, c, ho, wo))
-    for i in range(ho):
-        for j in range(wo):
-            out[:, :, i, j] = _window(xp, i, j, kernel, stride).mean(axis=(2, 3))
-    return out
+    return _pool(x, kernel, stride, padding, 0.0, np.mean)

@@ -86,23 +86,14 @@ class AvgPoolScatter(Op):
         return (AvgPool2d(**settings).apply(gg),)
 
 
-def _pair(name: str, arg: str, value: Any) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) for v in pair):
-        raise TypeError(f"{name}: {arg} must be an int or a pair of ints, got {value!r}")
-    return int(pair[0]), int(pair[1])
-
-
-def check_pool_args(name: str, x: Tensor, kernel_size: Any, stride: Any,
-                    padding: Any) -> dict[str, Any]:
-    """Validate a pooling call; return the op's settings. stride defaults to kernel_size."""
+def check_pool_args(name: str, x: Tensor, kernel: tuple[int, int],
+                    stride: tuple[int, int] | None, padding: tuple[int, int]) -> dict[str, Any]:
+    """Validate a pooling call; return the op's settings. stride defaults to the kernel."""
     if x.ndim != 4:
         raise ValueError(f"{name}: expected a 4-D input (N, C, H, W), got shape {x.shape}")
     if x.dtype.kind != "f":
         raise TypeError(f"{name}: input must be float, got dtype {x.dtype}; use .float()")
-    kernel = _pair(name, "kernel_size", kernel_size)
-    stride = kernel if stride is None else _pair(name, "stride", stride)
-    padding = _pair(name, "padding", padding)
+    stride = kernel if stride is None else stride
     if min(kernel) < 1 or min(stride) < 1:
         raise ValueError(f"{name}: kernel_size and stride must be >= 1, got {kernel}, {stride}")
     if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2 or min(padding) < 0:
