@@ -9,11 +9,13 @@ window view keeps a contiguous innermost axis (the channels), which NumPy loops 
 X_col is the (C*HH*WW, N*H'*W') matrix of the im2col formulas. It is stored pixel-major,
 as its transpose (N*H'*W', HH*WW*C), and ``im2col`` returns the (K, P) view of that
 buffer, so ``dout_flat @ X_col.T`` is one BLAS call on transposed views with no copy.
-Its K axis runs (i, j, c) (kernel row, kernel column, channel), and W_flat matches it.
+Its K axis runs (g, i, j, c) (group, kernel row, kernel column, channel within the group),
+and W_flat matches it.
 
 Nothing loops over output pixels: im2col is one copy of a strided view that holds every
 window, and col2im and the pools loop over the HH x WW kernel offsets, each one strided
-slice of the whole batch.
+slice of the whole batch. The memory-bound loops split the batch across threads
+(``parallel.over_batch``).
 """
 
 from __future__ import annotations
