@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 MIN_ELEMENTS = 1 << 16  # below this a thread hand-off costs more than it saves
 
-_pool: dict[str, ThreadPoolExecutor] = {}
+_pools: dict[int, ThreadPoolExecutor] = {}  # by thread count
 
 
 def thread_count() -> int:
@@ -32,11 +32,10 @@ def thread_count() -> int:
 
 
 def _executor(threads: int) -> ThreadPoolExecutor:
-    key = f"pool{threads}"
-    if key not in _pool:
-        _pool[key] = ThreadPoolExecutor(max_workers=threads - 1,
-                                        thread_name_prefix="tinygrad_conv")
-    return _pool[key]
+    if threads not in _pools:
+        _pools[threads] = ThreadPoolExecutor(max_workers=threads - 1,
+                                             thread_name_prefix="tinygrad_conv")
+    return _pools[threads]
 
 
 def over_batch(work: Callable[[slice], object], batch: int, elements: int) -> None:

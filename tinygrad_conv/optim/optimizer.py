@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..engine import set_grad_enabled
-from ..tensor import Tensor
+from ..tensor import Tensor, clear_grads
 
 
 class Optimizer:
@@ -60,11 +60,7 @@ class Optimizer:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear the grads of every parameter (to None, PyTorch 2's default, or to zeros)."""
-        for p in self._all_params():
-            if set_to_none:
-                p.grad = None
-            elif p.grad is not None:
-                p.grad.data[...] = 0
+        clear_grads(self._all_params(), set_to_none)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter that has a grad; ``closure`` (re-evaluating the loss) is
