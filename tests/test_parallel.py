@@ -16,7 +16,14 @@ from tinygrad_conv import kernels, naive, parallel
 @pytest.fixture
 def split_everything(monkeypatch):
     monkeypatch.setattr(parallel, "MIN_ELEMENTS", 0)
+    monkeypatch.setattr(parallel, "MIN_GEMM_FLOPS", 0)
+    monkeypatch.setattr(parallel, "INNER_BLOCK", 7)
     monkeypatch.setenv("TINYGRAD_CONV_THREADS", "3")
+
+
+def channels_last_memory(a: np.ndarray) -> np.ndarray:
+    """The same (N, C, H, W) values, stored (N, H, W, C) as a conv's output is."""
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
 
 
 @pytest.fixture(params=["one block", "an image per block"])
@@ -26,10 +33,16 @@ def block_size(request, monkeypatch):
         monkeypatch.setattr(kernels, "BLOCK_BYTES", 1)
 
 
+@pytest.mark.parametrize("layout", ["channels first", "channels last"])
 @pytest.mark.parametrize("stride,padding", [((1, 1), (1, 1)), ((2, 1), (0, 2))])
-def test_conv2d_split_matches_naive(split_everything, block_size, stride, padding):
+def test_conv2d_split_matches_naive(split_everything, block_size, layout, stride, padding):
+    """Both X_col layouts (offset-major from NCHW memory, pixel-major from NHWC memory)."""
     rng = np.random.default_rng(1)
-    x = tc.Tensor(rng.standard_normal((5, 3, 9, 8)), requires_grad=True)
+    data = rng.standard_normal((5, 3, 9, 8)).astype(np.float32)
+    if layout == "channels last":
+        data = channels_last_memory(data)
+    x = tc.Tensor(data, requires_grad=True)
+    assert x.data.flags.c_contiguous == (layout == "channels first")
     w = tc.Tensor(rng.standard_normal((4, 3, 3, 3)), requires_grad=True)
     b = tc.Tensor(rng.standard_normal(4), requires_grad=True)
     y = F.conv2d(x, w, b, stride=stride, padding=padding)
@@ -64,3 +77,47 @@ def test_thread_count_reads_the_environment(monkeypatch):
     seen = []
     parallel.over_batch(seen.append, 4, 10**9)
     assert seen == [slice(0, 4)]  # one thread: one call over the whole batch
+
+
+@pytest.mark.parametrize("m,k,n", [(40, 3, 5), (3, 40, 5), (5, 3, 40), (2, 200, 3), (1, 1, 1)])
+def test_split_matmul_matches_numpy(split_everything, m, k, n):
+    """Row, column and inner-axis splits (uneven over three threads) against one np.matmul."""
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((m, k)), rng.standard_normal((k, n))
+    np.testing.assert_allclose(parallel.matmul(a, b), a @ b, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(parallel.matmul(b.T, a.T), (a @ b).T, rtol=1e-12, atol=1e-12)
+
+
+def test_blas_is_held_to_one_thread_and_restored(monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    blas = threadpoolctl.ThreadpoolController().select(user_api="blas")
+    if not blas.lib_controllers:
+        pytest.skip("no BLAS library that threadpoolctl can control")
+    monkeypatch.setenv("TINYGRAD_CONV_THREADS", "2")
+    with blas.limit(limits=2):
+        before = [lib["num_threads"] for lib in blas.info()]
+        with parallel.blas_single_threaded():
+            assert [lib.get_num_threads() for lib in blas.lib_controllers] == [1] * len(before)
+            with parallel.blas_single_threaded():
+                pass
+            assert [lib.get_num_threads() for lib in blas.lib_controllers] == [1] * len(before)
+        assert [lib.get_num_threads() for lib in blas.lib_controllers] == before
+        monkeypatch.setenv("TINYGRAD_CONV_THREADS", "1")  # not splitting: BLAS left alone
+        with parallel.blas_single_threaded():
+            assert [lib.get_num_threads() for lib in blas.lib_controllers] == before
+
+
+def test_relu_backward_split_and_its_second_derivative(split_everything):
+    """relu's backward op (g where x > 0), split over the batch, and differentiated again:
+    for y = sum(w * relu(x) * x), dy/dx = 2 w relu(x) and d(sum(v * dy/dx))/dx = 2 w v [x > 0]."""
+    rng = np.random.default_rng(4)
+    data = channels_last_memory(rng.standard_normal((5, 3, 4, 4)))
+    w, v = rng.standard_normal(data.shape), rng.standard_normal(data.shape)
+    x = tc.Tensor(data, requires_grad=True, dtype=np.float64)
+    (x.relu() * x * tc.Tensor(w, dtype=np.float64)).sum().backward(create_graph=True)
+    g1 = x.grad
+    np.testing.assert_allclose(g1.data, 2 * w * np.maximum(data, 0))
+    x.grad = None
+    (g1 * tc.Tensor(v, dtype=np.float64)).sum().backward()
+    np.testing.assert_allclose(x.grad.data, 2 * w * v * (data > 0))
+    assert tc.gradcheck(lambda t: t.relu() * t, [x])

@@ -20,10 +20,12 @@ slice of the whole batch. The memory-bound loops split the batch across threads
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .parallel import over_batch
+from .parallel import blas_single_threaded, over_batch
 
 Pair = tuple[int, int]
 
@@ -77,28 +79,115 @@ def _out_hw(x_shape: tuple[int, ...], kernel: Pair, stride: Pair, padding: Pair,
             conv_output_size(x_shape[3], kernel[1], stride[1], padding[1], dilation[1]))
 
 
+def _all_windows(x: np.ndarray, kernel: Pair, stride: Pair, padding: Pair, dilation: Pair,
+                 groups: int) -> np.ndarray:
+    """A read-only view (N, H', W', G, HH, WW, C/G) of x (N, C, H, W): entry [n, y, x, g, i,
+    j, c] reads the padded xp[n, y*sh + i*dh, x*sw + j*dw, g, c]."""
+    n, c, _, _ = x.shape
+    ho, wo = _out_hw(x.shape, kernel, stride, padding, dilation)
+    xp = pad_channels_last(x, padding)
+    xp = xp.reshape(xp.shape[:3] + (groups, c // groups))
+    sn, sy, sx, sg, sc = xp.strides
+    return as_strided(
+        xp, shape=(n, ho, wo, groups) + tuple(kernel) + (c // groups,),
+        strides=(sn, sy * stride[0], sx * stride[1], sg, sy * dilation[0], sx * dilation[1], sc),
+        writeable=False,
+    )
+
+
 def im2col(x: np.ndarray, kernel: Pair, stride: Pair, padding: Pair, dilation: Pair,
            groups: int = 1) -> np.ndarray:
     """x (N, C, H, W) -> X_col (C*HH*WW, N*H'*W'), a transposed view of a pixel-major buffer.
 
     Column (n, y, x) is one output position; row (g, i, j, c) is channel c of group g seen at
-    kernel offset (i, j). A strided view already holds every window (entry [n, y, x, g, i, j,
-    c] reads xp[n, y*sh + i*dh, x*sw + j*dw, g, c]); one copy makes it a matrix.
+    kernel offset (i, j). A strided view already holds every window; one copy makes it a
+    matrix.
     """
-    n, c, _, _ = x.shape
-    kh, kw = kernel
-    ho, wo = _out_hw(x.shape, kernel, stride, padding, dilation)
-    xp = pad_channels_last(x, padding)
-    xp = xp.reshape(xp.shape[:3] + (groups, c // groups))
-    sn, sy, sx, sg, sc = xp.strides
-    windows = as_strided(
-        xp, shape=(n, ho, wo, groups, kh, kw, c // groups),
-        strides=(sn, sy * stride[0], sx * stride[1], sg, sy * dilation[0], sx * dilation[1], sc),
-        writeable=False,
-    )
+    windows = _all_windows(x, kernel, stride, padding, dilation, groups)
     cols = np.empty(windows.shape, dtype=x.dtype)
-    over_batch(lambda s: np.copyto(cols[s], windows[s]), n, cols.size)
-    return cols.reshape(n * ho * wo, c * kh * kw).T
+    over_batch(lambda s: np.copyto(cols[s], windows[s]), len(cols), cols.size)
+    return cols.reshape(-1, windows[0, 0, 0].size).T
+
+
+def im2col_matmul(x: np.ndarray, w_flat: np.ndarray, bias: np.ndarray | None, kernel: Pair,
+                  stride: Pair, padding: Pair, dilation: Pair) -> tuple[np.ndarray, np.ndarray]:
+    """conv2d's forward for one group: (X_col.T @ W_flat.T + b (N*H'*W', F), X_col (K, P)).
+
+    x (N, C, H, W), w_flat (F, K), bias (F,) or None. A few images at a time, each thread
+    copies its part of X_col and multiplies it while it is still in cache.
+
+    X_col's memory follows x's: channels-last x gives a pixel-major X_col (one window per
+    row, its channels contiguous), channels-first x (a user's NCHW array, any 1-channel
+    image) an offset-major one (one kernel offset per row, image rows contiguous). Either
+    way the copies move long contiguous runs, not C-long ones.
+    """
+    ho, wo = _out_hw(x.shape, kernel, stride, padding, dilation)
+    n, pixels, k = len(x), ho * wo, w_flat.shape[1]
+    if x.flags.c_contiguous and bias is not None:
+        # a row of ones under X_col and b beside W_flat: the GEMM adds the bias
+        cols, rows_of = _offset_major_cols(x, kernel, stride, padding, dilation, ones_row=True)
+        w_flat, bias = np.concatenate([w_flat, bias[:, None].astype(w_flat.dtype)], axis=1), None
+    elif x.flags.c_contiguous:
+        cols, rows_of = _offset_major_cols(x, kernel, stride, padding, dilation)
+    else:
+        cols, rows_of = _pixel_major_cols(x, kernel, stride, padding, dilation)
+    out = np.empty((n * pixels, len(w_flat)), dtype=np.result_type(x, w_flat))
+    images = max(1, BLOCK_BYTES // (pixels * k * x.dtype.itemsize))
+
+    def work(s: slice) -> None:
+        for first in range(s.start, s.stop, images):
+            part = slice(first, min(first + images, s.stop))
+            rows = slice(part.start * pixels, part.stop * pixels)
+            np.matmul(rows_of(part), w_flat.T, out=out[rows])
+            if bias is not None:
+                out[rows] += bias
+
+    with blas_single_threaded():
+        over_batch(work, n, n * pixels * k)
+    return out, cols
+
+
+def _pixel_major_cols(x: np.ndarray, kernel: Pair, stride: Pair, padding: Pair,
+                      dilation: Pair) -> tuple[np.ndarray, Callable]:
+    """X_col (K, P) as the transpose of a (P, K) buffer, and a function that fills the rows
+    of a batch slice and returns them as a (images*H'*W', K) matrix."""
+    windows = _all_windows(x, kernel, stride, padding, dilation, 1)
+    cols = np.empty(windows.shape, dtype=x.dtype)
+    k = windows[0, 0, 0].size
+
+    def rows_of(part: slice) -> np.ndarray:
+        np.copyto(cols[part], windows[part])
+        return cols[part].reshape(-1, k)
+
+    return cols.reshape(-1, k).T, rows_of
+
+
+def _offset_major_cols(x: np.ndarray, kernel: Pair, stride: Pair, padding: Pair,
+                       dilation: Pair, ones_row: bool = False) -> tuple[np.ndarray, Callable]:
+    """X_col (K, P) as a contiguous buffer, for channels-first x; and a function that fills
+    the columns of a batch slice and returns them as a transposed (images*H'*W', K) view
+    (K + 1 columns, the last all ones, with ``ones_row``)."""
+    (n, c, h, w), (kh, kw), (ph, pw) = x.shape, kernel, padding
+    ho, wo = _out_hw(x.shape, kernel, stride, padding, dilation)
+    k = kh * kw * c
+    xp = x
+    if ph or pw:
+        xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
+        xp[:, :, ph:ph + h, pw:pw + w] = x
+    planes = xp.transpose(0, 2, 3, 1)  # window() slices (N, H, W, ...) views
+    buffer = np.empty((k + ones_row, n, ho, wo), dtype=x.dtype)
+    cols = buffer[:k].reshape(kh, kw, c, n, ho, wo)
+
+    def rows_of(part: slice) -> np.ndarray:
+        for i in range(kh):
+            for j in range(kw):
+                view = window(planes[part], i, j, (ho, wo), stride, dilation)
+                np.copyto(cols[i, j, :, part], view.transpose(3, 0, 1, 2))
+        if ones_row:
+            buffer[k, part] = 1
+        return buffer[:, part].reshape(len(buffer), -1).T
+
+    return buffer[:k].reshape(k, -1), rows_of
 
 
 def col2im(x_col: np.ndarray, x_shape: tuple[int, int, int, int], kernel: Pair, stride: Pair,
@@ -138,17 +227,22 @@ def col2im_of_product(w_flat: np.ndarray, dout_flat: np.ndarray,
     dxp = _padded_zeros(x_shape, padding, 1, dtype)
     pixels = dout_flat.T.reshape(n, ho * wo, -1)  # (N, H'*W', F)
     images = max(1, BLOCK_BYTES // (ho * wo * c * dtype.itemsize))
-    block = np.empty((min(images, n) * ho * wo, c), dtype)
-    for first_image in range(0, n, images):
-        part = slice(first_image, min(first_image + images, n))
-        rows = pixels[part].reshape(-1, pixels.shape[2])
-        out = block[:len(rows)]
-        for i in range(kh):
-            for j in range(kw):
-                first = (i * kw + j) * c
-                np.matmul(rows, w_flat[:, first:first + c], out=out)
-                target = window(dxp[part], i, j, (ho, wo), stride, dilation)
-                _add_into(target, out.reshape(-1, ho, wo, 1, c))
+
+    def work(s: slice) -> None:
+        block = np.empty((min(images, s.stop - s.start) * ho * wo, c), dtype)
+        for first_image in range(s.start, s.stop, images):
+            part = slice(first_image, min(first_image + images, s.stop))
+            rows = pixels[part].reshape(-1, pixels.shape[2])
+            out = block[:len(rows)]
+            for i in range(kh):
+                for j in range(kw):
+                    first = (i * kw + j) * c
+                    np.matmul(rows, w_flat[:, first:first + c], out=out)
+                    target = window(dxp[part], i, j, (ho, wo), stride, dilation)
+                    np.add(target, out.reshape(target.shape), out=target)
+
+    with blas_single_threaded():
+        over_batch(work, n, n * ho * wo * c * kh * kw)
     return _unpad(dxp, x_shape, padding)
 
 
@@ -235,8 +329,11 @@ def window_scatter(values: np.ndarray, x_shape: tuple[int, int, int, int], kerne
     ph, pw = padding
     vl = channels_last(values)
     out_hw = vl.shape[1:3]
-    dxp = np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=values.dtype)
     add = _overlapping(kernel, stride)  # disjoint windows can be written, not accumulated
+    # windows that tile the input exactly write every pixel once: no zeroing needed
+    tiled = not add and padding == (0, 0) and out_hw == (h // kernel[0], w // kernel[1]) \
+        and h % kernel[0] == 0 and w % kernel[1] == 0 and tuple(stride) == tuple(kernel)
+    dxp = (np.empty if tiled else np.zeros)((n, h + 2 * ph, w + 2 * pw, c), dtype=values.dtype)
     offsets = [(i, j) for i in range(kernel[0]) for j in range(kernel[1])]
 
     def work(s: slice) -> None:
@@ -245,7 +342,7 @@ def window_scatter(values: np.ndarray, x_shape: tuple[int, int, int, int], kerne
         for k, (i, j) in enumerate(offsets):
             target = window(dxp, i, j, out_hw, stride)[s]
             if winner is None:
-                np.add(target, part, out=target)
+                np.add(target, part, out=target) if add else np.copyto(target, part)
                 continue
             np.equal(winner[s], k, out=hit)
             if add:

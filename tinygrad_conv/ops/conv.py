@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import kernels
+from .. import kernels, parallel
 from ..engine import Op, register
 from ..tensor import Tensor
 
@@ -38,17 +38,20 @@ class Conv2d(Op):
     """x (N, C, H, W), weight (F, C/groups, HH, WW), optional bias (F,) -> (N, F, H', W')."""
 
     def forward(self, x, w, b=None):
-        groups = self.attrs["groups"]
-        x_col = kernels.im2col(x, **_geometry(self.attrs), groups=groups)  # (K, P)
+        groups, geometry = self.attrs["groups"], _geometry(self.attrs)
         w_flat = kernels.weight_rows(w)  # (F, K/G)
-        # out = W_flat @ X_col, computed as (X_col.T @ W_flat.T) so it lands pixel-major
-        out_t = np.concatenate(
-            [xc.T @ wf.T for wf, xc in zip(_blocks(w_flat, groups), _blocks(x_col, groups))],
-            axis=1) if groups > 1 else x_col.T @ w_flat.T  # (P, F)
+        if groups == 1:
+            # out = W_flat @ X_col + b, computed as X_col.T @ W_flat.T so it lands pixel-major
+            out_t, x_col = kernels.im2col_matmul(x, w_flat, b, **geometry)  # (P, F), (K, P)
+        else:
+            x_col = kernels.im2col(x, **geometry, groups=groups)
+            out_t = np.concatenate(
+                [parallel.matmul(xc.T, wf.T)
+                 for wf, xc in zip(_blocks(w_flat, groups), _blocks(x_col, groups))], axis=1)
+            if b is not None:
+                out_t += b
         if len(self.needs_grad) > 1 and self.needs_grad[1]:
             self.x_col = x_col  # reused by dW = dout_flat @ X_col.T
-        if b is not None:
-            out_t += b
         n, (ho, wo) = x.shape[0], self.attrs["out_hw"]
         return kernels.channels_first(out_t.reshape(n, ho, wo, w.shape[0]))
 
@@ -76,9 +79,8 @@ class Conv2dGradInput(Op):
             return kernels.col2im_of_product(w_flat, dout_flat, self.attrs["x_shape"], **geometry)
         # W_flat.T @ dout_flat per group, computed as (dout_flat.T @ W_flat) so it lands
         # pixel-major, the layout col2im reads
-        dx_col_t = np.concatenate(
-            [d.T @ wf for d, wf in zip(_blocks(dout_flat, groups), _blocks(w_flat, groups))],
-            axis=1)  # (P, K)
+        pairs = zip(_blocks(dout_flat, groups), _blocks(w_flat, groups))
+        dx_col_t = np.concatenate([parallel.matmul(d.T, wf) for d, wf in pairs], axis=1)  # (P, K)
         return kernels.col2im(dx_col_t.T, self.attrs["x_shape"], **geometry, groups=groups)
 
     def backward(self, g):
@@ -102,9 +104,8 @@ class Conv2dGradWeight(Op):
             x_col = kernels.im2col(x, **_geometry(self.attrs), groups=groups)
         self.x_col = None  # the forward's X_col is used once, then freed
         dout_flat = kernels.flat_pixels(dout)  # (F, P)
-        dw_flat = np.concatenate(
-            [d @ xc.T for d, xc in zip(_blocks(dout_flat, groups), _blocks(x_col, groups))]
-        ) if groups > 1 else dout_flat @ x_col.T  # (F, K/G)
+        pairs = zip(_blocks(dout_flat, groups), _blocks(x_col, groups))
+        dw_flat = np.concatenate([parallel.matmul(d, xc.T) for d, xc in pairs])  # (F, K/G)
         return kernels.weight_from_rows(dw_flat, self.attrs["w_shape"])
 
     def backward(self, g):

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import parallel
 from ..engine import Op, register
 from ..tensor import Tensor
 from .elementwise import _operands
@@ -22,7 +23,10 @@ class MatMul(Op):
     """(..., n, k) @ (..., k, m); 1-D operands are promoted by ``matmul`` before this op."""
 
     def forward(self, a, b):
-        return np.matmul(a, b)
+        if a.ndim == 2 and b.ndim == 2:
+            return parallel.matmul(a, b)
+        with parallel.blas_single_threaded():  # no BLAS threads left spinning
+            return np.matmul(a, b)
 
     def backward(self, g):
         a, b = self.inputs
@@ -63,7 +67,7 @@ class Linear(Op):
     """y = x @ W.T + b for x (..., in), W (out, in), b (out,)."""
 
     def forward(self, x, w, b=None):
-        out = x @ w.T
+        out = parallel.matmul(x.reshape(-1, x.shape[-1]), w.T).reshape(x.shape[:-1] + (-1,))
         if b is not None:
             out += b
         return out
