@@ -584,3 +584,20 @@ def test_batch_norm_training_gradient_closed_form(rng):
     y = out.data
     ref = (w - w.mean(0) - y * (w * y).mean(0)) / np.sqrt(a.var(0) + 1e-5)
     np.testing.assert_allclose(g, ref, rtol=1e-8)
+
+
+@pytest.mark.parametrize("axes,keepdims", [((0, 2, 3), False), ((0, 2, 3), True), ((0,), False),
+                                           ((0, 1, 2, 3), False), ((1,), False)])
+def test_large_sums_over_outer_memory_axes_match_float64(axes, keepdims):
+    """Big float32 sums whose kept axes are innermost in memory go through a GEMV (conv's
+    bias gradient on channels-last memory); every layout must give np.sum's answer."""
+    from tinygrad_conv.ops import reduce
+
+    rng = np.random.default_rng(5)
+    nhwc = rng.standard_normal((16, 12, 12, 24)).astype(np.float32)
+    for data in (nhwc.transpose(0, 3, 1, 2), np.ascontiguousarray(nhwc.transpose(0, 3, 1, 2))):
+        assert data.size >= reduce.ROW_SUM_MIN_ELEMENTS
+        out = tc.Tensor(data).sum(axes, keepdims=keepdims)
+        expected = data.astype(np.float64).sum(axes, keepdims=keepdims)
+        assert out.dtype == np.float32 and out.shape == expected.shape
+        np.testing.assert_allclose(out.data, expected, rtol=1e-5, atol=1e-3)

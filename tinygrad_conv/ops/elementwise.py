@@ -191,7 +191,32 @@ class ReLU(Op):
         return out
 
     def backward(self, g):
-        return (g * Tensor._from_array(self.mask),)
+        return (_masked(g, self.mask),)
+
+
+@register("relu_backward")
+class MaskedGrad(Op):
+    """g where the mask is set, else 0: relu's backward (and, being linear, its own)."""
+
+    mask: np.ndarray
+
+    def forward(self, g):
+        mask, out = self.mask, np.empty_like(g)  # out keeps g's memory layout
+
+        def work(s: slice) -> None:
+            np.multiply(g[s], mask[s], out=out[s])
+
+        over_batch(work, g.shape[0], g.size) if g.ndim else work(slice(None))
+        return out
+
+    def backward(self, gg):
+        return (_masked(gg, self.mask),)
+
+
+def _masked(g: Tensor, mask: np.ndarray) -> Tensor:
+    op = MaskedGrad()
+    op.mask = mask
+    return op.apply(g)
 
 
 @register("sigmoid")
