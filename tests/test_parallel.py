@@ -33,19 +33,21 @@ def block_size(request, monkeypatch):
         monkeypatch.setattr(kernels, "BLOCK_BYTES", 1)
 
 
+@pytest.mark.parametrize("channels", [1, 5])  # offset-major X_col, pixel-major X_col
 @pytest.mark.parametrize("layout", ["channels first", "channels last"])
-@pytest.mark.parametrize("stride,padding", [((1, 1), (1, 1)), ((2, 1), (0, 2))])
-def test_conv2d_split_matches_naive(split_everything, block_size, layout, stride, padding):
-    """Both X_col layouts (offset-major from NCHW memory, pixel-major from NHWC memory)."""
+@pytest.mark.parametrize("stride,padding,bias", [((1, 1), (1, 1), True), ((2, 1), (0, 2), True),
+                                                 ((2, 1), (1, 0), False)])
+def test_conv2d_split_matches_naive(split_everything, block_size, channels, layout, stride,
+                                    padding, bias):
+    """Both X_col layouts, from NCHW and from NHWC memory, with and without a bias."""
     rng = np.random.default_rng(1)
-    data = rng.standard_normal((5, 3, 9, 8)).astype(np.float32)
+    data = rng.standard_normal((5, channels, 9, 12)).astype(np.float32)
     if layout == "channels last":
         data = channels_last_memory(data)
     x = tc.Tensor(data, requires_grad=True)
-    assert x.data.flags.c_contiguous == (layout == "channels first")
-    w = tc.Tensor(rng.standard_normal((4, 3, 3, 3)), requires_grad=True)
-    b = tc.Tensor(rng.standard_normal(4), requires_grad=True)
-    y = F.conv2d(x, w, b, stride=stride, padding=padding)
+    w = tc.Tensor(rng.standard_normal((4, channels, 3, 3)), requires_grad=True)
+    b = tc.Tensor(rng.standard_normal(4) if bias else np.zeros(4), requires_grad=bias)
+    y = F.conv2d(x, w, b if bias else None, stride=stride, padding=padding)
     np.testing.assert_allclose(y.data, naive.conv2d(x.data, w.data, b.data, stride, padding),
                                rtol=1e-5, atol=1e-5)
     dout = rng.standard_normal(y.shape).astype(np.float32)
@@ -53,7 +55,8 @@ def test_conv2d_split_matches_naive(split_everything, block_size, layout, stride
     dx, dw, db = naive.conv2d_backward(dout, x.data, w.data, stride, padding)
     np.testing.assert_allclose(x.grad.data, dx, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(w.grad.data, dw, rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(b.grad.data, db, rtol=1e-5, atol=1e-4)
+    if bias:
+        np.testing.assert_allclose(b.grad.data, db, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("kernel,stride,padding", [((2, 2), (2, 2), (0, 0)),
@@ -121,3 +124,16 @@ def test_relu_backward_split_and_its_second_derivative(split_everything):
     (g1 * tc.Tensor(v, dtype=np.float64)).sum().backward()
     np.testing.assert_allclose(x.grad.data, 2 * w * v * (data > 0))
     assert tc.gradcheck(lambda t: t.relu() * t, [x])
+
+
+def test_flat_pixels_is_a_view_of_channels_last_memory_and_right_for_any_layout():
+    rng = np.random.default_rng(6)
+    nchw = rng.standard_normal((4, 5, 3, 2))
+    layouts = {"channels last": channels_last_memory(nchw), "channels first": nchw,
+               "strided": rng.standard_normal((4, 5, 6, 2))[:, :, ::2],
+               "H and W swapped": np.ascontiguousarray(nchw.transpose(0, 1, 3, 2))
+               .transpose(0, 1, 3, 2)}
+    for name, y in layouts.items():
+        flat = kernels.flat_pixels(y)
+        np.testing.assert_array_equal(flat, y.transpose(1, 0, 2, 3).reshape(5, -1), err_msg=name)
+        assert np.shares_memory(flat, y) == (name == "channels last"), name

@@ -29,15 +29,20 @@ INNER_BLOCK = 2048  # rows of the inner axis per BLAS call when it is split (see
 _pools: dict[int, ThreadPoolExecutor] = {}  # by thread count
 
 
-def thread_count() -> int:
-    """Threads used for batch-split kernels."""
-    configured = os.environ.get("TINYGRAD_CONV_THREADS")
-    if configured:
-        return max(1, int(configured))
+def _cores() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+_CORES = _cores()  # asked once: the affinity syscall would cost a few microseconds per call
+
+
+def thread_count() -> int:
+    """Threads used for batch-split kernels."""
+    configured = os.environ.get("TINYGRAD_CONV_THREADS")
+    return max(1, int(configured)) if configured else _CORES
 
 
 def _executor(threads: int) -> ThreadPoolExecutor:
