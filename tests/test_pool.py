@@ -206,3 +206,26 @@ def test_pool_on_conv_output_and_back(rng):
     assert tc.gradcheck(lambda a, b: F.avg_pool2d(F.max_pool2d(F.conv2d(a, b, padding=1), 2, 1),
                                                   2, 2, 1),
                         [t64(x_np[:1]), t64(w_np)])
+
+
+def test_max_pool_2x2_tiles_every_tie_pattern():
+    """All 16 patterns of 0/1 in a 2x2 window, plus random values: forward and the first
+    maximum taking the gradient, against the loops."""
+    patterns = np.array([[(p >> 3) & 1, (p >> 2) & 1, (p >> 1) & 1, p & 1] for p in range(16)])
+    tiles = patterns.reshape(16, 2, 2).astype(np.float64)  # (window, 2, 2)
+    x_np = np.zeros((2, 16, 4, 6))  # 2 images, each channel one pattern, 2x3 windows
+    x_np[0] = np.tile(tiles, (1, 2, 3))
+    x_np[1] = np.random.default_rng(7).standard_normal((16, 4, 6))
+    x = t64(x_np)
+    out = F.max_pool2d(x, 2)
+    np.testing.assert_array_equal(out.data, naive.max_pool2d(x_np, (2, 2), (2, 2), (0, 0)))
+    dout = np.random.default_rng(8).standard_normal(out.shape)
+    out.backward(dout)
+    expected = max_pool_backward_ref(dout, x_np, (2, 2), (2, 2), (0, 0))
+    np.testing.assert_array_equal(x.grad.data, expected)
+
+
+def test_max_pool_2x2_tiles_second_derivatives(rng):
+    x = t64(rng.permutation(2 * 6 * 4).reshape(1, 2, 6, 4) / 25.0 - 1)
+    assert tc.gradcheck(grad_norm(lambda t: F.max_pool2d(t, 2) ** 2, x), [x])
+    assert tc.gradcheck(grad_norm(lambda t: F.max_pool2d(t.tanh(), 2) ** 3, x), [x])
