@@ -20,12 +20,10 @@ slice of the whole batch. The memory-bound loops split the batch across threads
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .parallel import blas_single_threaded, over_batch
+from .parallel import INNER_BLOCK, blas_single_threaded, over_batch
 
 Pair = tuple[int, int]
 
@@ -109,42 +107,130 @@ def im2col(x: np.ndarray, kernel: Pair, stride: Pair, padding: Pair, dilation: P
     return cols.reshape(-1, windows[0, 0, 0].size).T
 
 
-def im2col_matmul(x: np.ndarray, w_flat: np.ndarray, bias: np.ndarray | None, kernel: Pair,
-                  stride: Pair, padding: Pair, dilation: Pair) -> tuple[np.ndarray, np.ndarray]:
-    """conv2d's forward for one group: (X_col.T @ W_flat.T + b (N*H'*W', F), X_col (K, P)).
+class _Columns:
+    """X_col of x for one group, produced a few images at a time and never held whole.
 
-    x (N, C, H, W), w_flat (F, K), bias (F,) or None. A few images at a time, each thread
-    copies its part of X_col and multiplies it while it is still in cache.
-
-    X_col is pixel-major (one window per row, C*WW contiguous values per kernel row) for
-    many channels, offset-major (one kernel offset and channel per row, output rows
-    contiguous) for few, such as a network's 1- or 3-channel input.
+    Layout: pixel-major (one window per row, C*WW contiguous values per kernel row) for many
+    channels; offset-major (one kernel offset and channel per row, output rows contiguous)
+    for few, such as a network's 1- or 3-channel input: whichever copy moves the longer
+    contiguous runs. With ``ones_row`` a last column of ones is appended (the bias's).
     """
-    ho, wo = _out_hw(x.shape, kernel, stride, padding, dilation)
-    n, pixels, k = len(x), ho * wo, w_flat.shape[1]
-    offset_major = _offset_major(x.shape[1], kernel, stride, wo)
-    if offset_major and bias is not None:
-        # a row of ones under X_col and b beside W_flat: the GEMM adds the bias
-        cols, rows_of = _offset_major_cols(x, kernel, stride, padding, dilation, ones_row=True)
+
+    def __init__(self, x: np.ndarray, kernel: Pair, stride: Pair, padding: Pair,
+                 dilation: Pair, ones_row: bool = False) -> None:
+        c, (kh, kw) = x.shape[1], kernel
+        self.out_hw = _out_hw(x.shape, kernel, stride, padding, dilation)
+        self.pixels = self.out_hw[0] * self.out_hw[1]
+        self.k = kh * kw * c + ones_row
+        self.ones_row, self.kernel, self.stride, self.dilation = ones_row, kernel, stride, dilation
+        self.offset_major = ones_row or _offset_major(c, kernel, stride, self.out_hw[1])
+        if self.offset_major:
+            self.planes = _pad_channels_first(x, padding).transpose(0, 2, 3, 1)
+        else:
+            self.windows = _all_windows(x, kernel, stride, padding, dilation, 1)
+
+    def images_per_block(self, itemsize: int) -> int:
+        """Images whose columns fill about BLOCK_BYTES."""
+        return max(1, BLOCK_BYTES // (self.pixels * self.k * itemsize))
+
+    def scratch(self, images: int, dtype: np.dtype) -> np.ndarray:
+        """A buffer for ``rows`` of up to ``images`` images (one per thread, reused)."""
+        if self.offset_major:
+            return np.empty((self.k, images) + self.out_hw, dtype)
+        return np.empty((images,) + self.windows.shape[1:], dtype)
+
+    def rows(self, part: slice, scratch: np.ndarray) -> np.ndarray:
+        """The rows of X_col.T for the images in ``part``: (images*H'*W', K), in scratch."""
+        m = part.stop - part.start
+        if not self.offset_major:
+            np.copyto(scratch[:m], self.windows[part])
+            return scratch[:m].reshape(m * self.pixels, self.k)
+        kh, kw = self.kernel
+        c = (self.k - self.ones_row) // (kh * kw)
+        cols = scratch[:self.k - self.ones_row].reshape(kh, kw, c, -1, *self.out_hw)
+        for i in range(kh):
+            for j in range(kw):
+                view = window(self.planes[part], i, j, self.out_hw, self.stride, self.dilation)
+                np.copyto(cols[i, j, :, :m], view.transpose(3, 0, 1, 2))
+        if self.ones_row:
+            scratch[-1, :m] = 1
+        return scratch[:, :m].reshape(self.k, -1).T
+
+
+def _pad_channels_first(x: np.ndarray, padding: Pair) -> np.ndarray:
+    """x (N, C, H, W) zero-padded as (N, C, H + 2ph, W + 2pw); x itself without padding."""
+    (n, c, h, w), (ph, pw) = x.shape, padding
+    if ph == 0 and pw == 0:
+        return x
+    xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
+    xp[:, :, ph:ph + h, pw:pw + w] = x
+    return xp
+
+
+def im2col_matmul(x: np.ndarray, w_flat: np.ndarray, bias: np.ndarray | None, kernel: Pair,
+                  stride: Pair, padding: Pair, dilation: Pair) -> np.ndarray:
+    """conv2d's forward for one group: X_col.T @ W_flat.T + b, (N*H'*W', F), pixel-major.
+
+    x (N, C, H, W), w_flat (F, K), bias (F,) or None. Each thread copies a few images'
+    columns into its own cache-sized buffer and multiplies them there: X_col is never
+    written to memory whole (it would be 9 to 25 times x). With few channels the bias
+    rides in the GEMM as a row of ones under X_col and b beside W_flat.
+    """
+    fold_bias = bias is not None and _offset_major(x.shape[1], kernel, stride,
+                                                   _out_hw(x.shape, kernel, stride, padding,
+                                                           dilation)[1])
+    columns = _Columns(x, kernel, stride, padding, dilation, ones_row=fold_bias)
+    if fold_bias:
         w_flat, bias = np.concatenate([w_flat, bias[:, None].astype(w_flat.dtype)], axis=1), None
-    elif offset_major:
-        cols, rows_of = _offset_major_cols(x, kernel, stride, padding, dilation)
-    else:
-        cols, rows_of = _pixel_major_cols(x, kernel, stride, padding, dilation)
+    n, pixels = len(x), columns.pixels
     out = np.empty((n * pixels, len(w_flat)), dtype=np.result_type(x, w_flat))
-    images = max(1, BLOCK_BYTES // (pixels * k * x.dtype.itemsize))
+    images = columns.images_per_block(x.dtype.itemsize)
 
     def work(s: slice) -> None:
+        scratch = columns.scratch(min(images, s.stop - s.start), x.dtype)
         for first in range(s.start, s.stop, images):
             part = slice(first, min(first + images, s.stop))
             rows = slice(part.start * pixels, part.stop * pixels)
-            np.matmul(rows_of(part), w_flat.T, out=out[rows])
+            np.matmul(columns.rows(part, scratch), w_flat.T, out=out[rows])
             if bias is not None:
                 out[rows] += bias
 
     with blas_single_threaded():
-        over_batch(work, n, n * pixels * k)
-    return out, cols
+        over_batch(work, n, n * pixels * columns.k)
+    return out
+
+
+def im2col_grad_weight(dout_flat: np.ndarray, x: np.ndarray, kernel: Pair, stride: Pair,
+                       padding: Pair, dilation: Pair) -> np.ndarray:
+    """dW_flat = dout_flat @ X_col.T for one group: (F, P) and x (N, C, H, W) -> (F, K).
+
+    The product is summed over blocks of a few images, each block's columns copied into a
+    cache-sized buffer just before use; each thread sums its own images, then the threads'
+    sums are added.
+    """
+    columns = _Columns(x, kernel, stride, padding, dilation)
+    n, pixels = len(x), columns.pixels
+    images = columns.images_per_block(x.dtype.itemsize)
+    dtype = np.result_type(dout_flat, x)
+    sums: dict[int, np.ndarray] = {}  # by first image: added in a fixed order
+
+    def work(s: slice) -> None:
+        scratch = columns.scratch(min(images, s.stop - s.start), x.dtype)
+        total = np.zeros((len(dout_flat), columns.k), dtype)
+        for first in range(s.start, s.stop, images):
+            part = slice(first, min(first + images, s.stop))
+            rows = columns.rows(part, scratch)
+            # at most INNER_BLOCK rows per GEMM: skinny products ran 3x faster that way
+            for first_row in range(0, len(rows), INNER_BLOCK):
+                inner = slice(first_row, first_row + INNER_BLOCK)
+                start = part.start * pixels + first_row
+                total += dout_flat[:, start:start + len(rows[inner])] @ rows[inner]
+        sums[s.start] = total
+
+    with blas_single_threaded():
+        over_batch(work, n, n * pixels * columns.k)
+    ordered = [sums[first] for first in sorted(sums)]
+    return sum(ordered[1:], ordered[0])
 
 
 def _offset_major(channels: int, kernel: Pair, stride: Pair, out_w: int) -> bool:
@@ -152,49 +238,6 @@ def _offset_major(channels: int, kernel: Pair, stride: Pair, out_w: int) -> bool
     contiguous runs, a window's C*WW values or an offset's output row (measured: offset-major
     wins for 1 and 3 channels and loses for 16 or more)."""
     return channels * kernel[1] < (out_w if stride[1] == 1 else 1)
-
-
-def _pixel_major_cols(x: np.ndarray, kernel: Pair, stride: Pair, padding: Pair,
-                      dilation: Pair) -> tuple[np.ndarray, Callable]:
-    """X_col (K, P) as the transpose of a (P, K) buffer, and a function that fills the rows
-    of a batch slice and returns them as a (images*H'*W', K) matrix."""
-    windows = _all_windows(x, kernel, stride, padding, dilation, 1)
-    cols = np.empty(windows.shape, dtype=x.dtype)
-    k = windows[0, 0, 0].size
-
-    def rows_of(part: slice) -> np.ndarray:
-        np.copyto(cols[part], windows[part])
-        return cols[part].reshape(-1, k)
-
-    return cols.reshape(-1, k).T, rows_of
-
-
-def _offset_major_cols(x: np.ndarray, kernel: Pair, stride: Pair, padding: Pair,
-                       dilation: Pair, ones_row: bool = False) -> tuple[np.ndarray, Callable]:
-    """X_col (K, P) as a contiguous buffer, for channels-first x; and a function that fills
-    the columns of a batch slice and returns them as a transposed (images*H'*W', K) view
-    (K + 1 columns, the last all ones, with ``ones_row``)."""
-    (n, c, h, w), (kh, kw), (ph, pw) = x.shape, kernel, padding
-    ho, wo = _out_hw(x.shape, kernel, stride, padding, dilation)
-    k = kh * kw * c
-    xp = x
-    if ph or pw:
-        xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
-        xp[:, :, ph:ph + h, pw:pw + w] = x
-    planes = xp.transpose(0, 2, 3, 1)  # window() slices (N, H, W, ...) views
-    buffer = np.empty((k + ones_row, n, ho, wo), dtype=x.dtype)
-    cols = buffer[:k].reshape(kh, kw, c, n, ho, wo)
-
-    def rows_of(part: slice) -> np.ndarray:
-        for i in range(kh):
-            for j in range(kw):
-                view = window(planes[part], i, j, (ho, wo), stride, dilation)
-                np.copyto(cols[i, j, :, part], view.transpose(3, 0, 1, 2))
-        if ones_row:
-            buffer[k, part] = 1
-        return buffer[:, part].reshape(len(buffer), -1).T
-
-    return buffer[:k].reshape(k, -1), rows_of
 
 
 def col2im(x_col: np.ndarray, x_shape: tuple[int, int, int, int], kernel: Pair, stride: Pair,

@@ -41,8 +41,9 @@ class Conv2d(Op):
         groups, geometry = self.attrs["groups"], _geometry(self.attrs)
         w_flat = kernels.weight_rows(w)  # (F, K/G)
         if groups == 1:
-            # out = W_flat @ X_col + b, computed as X_col.T @ W_flat.T so it lands pixel-major
-            out_t, x_col = kernels.im2col_matmul(x, w_flat, b, **geometry)  # (P, F), (K, P)
+            # out = W_flat @ X_col + b, computed as X_col.T @ W_flat.T so it lands pixel-major;
+            # X_col is made a block at a time and not kept (dW makes it again the same way)
+            out_t = kernels.im2col_matmul(x, w_flat, b, **geometry)  # (P, F)
         else:
             x_col = kernels.im2col(x, **geometry, groups=groups)
             out_t = np.concatenate(
@@ -50,8 +51,8 @@ class Conv2d(Op):
                  for wf, xc in zip(_blocks(w_flat, groups), _blocks(x_col, groups))], axis=1)
             if b is not None:
                 out_t += b
-        if len(self.needs_grad) > 1 and self.needs_grad[1]:
-            self.x_col = x_col  # reused by dW = dout_flat @ X_col.T
+            if len(self.needs_grad) > 1 and self.needs_grad[1]:
+                self.x_col = x_col  # reused by dW = dout_flat @ X_col.T
         n, (ho, wo) = x.shape[0], self.attrs["out_hw"]
         return kernels.channels_first(out_t.reshape(n, ho, wo, w.shape[0]))
 
@@ -98,14 +99,17 @@ class Conv2dGradWeight(Op):
     x_col: np.ndarray | None = None
 
     def forward(self, dout, x):
-        groups = self.attrs["groups"]
-        x_col = self.x_col
-        if x_col is None:
-            x_col = kernels.im2col(x, **_geometry(self.attrs), groups=groups)
-        self.x_col = None  # the forward's X_col is used once, then freed
+        groups, geometry = self.attrs["groups"], _geometry(self.attrs)
         dout_flat = kernels.flat_pixels(dout)  # (F, P)
-        pairs = zip(_blocks(dout_flat, groups), _blocks(x_col, groups))
-        dw_flat = np.concatenate([parallel.matmul(d, xc.T) for d, xc in pairs])  # (F, K/G)
+        if groups == 1:
+            dw_flat = kernels.im2col_grad_weight(dout_flat, x, **geometry)  # (F, K)
+        else:
+            x_col = self.x_col
+            if x_col is None:
+                x_col = kernels.im2col(x, **geometry, groups=groups)
+            self.x_col = None  # the forward's X_col is used once, then freed
+            pairs = zip(_blocks(dout_flat, groups), _blocks(x_col, groups))
+            dw_flat = np.concatenate([parallel.matmul(d, xc.T) for d, xc in pairs])  # (F, K/G)
         return kernels.weight_from_rows(dw_flat, self.attrs["w_shape"])
 
     def backward(self, g):
