@@ -65,8 +65,7 @@ def _sum_outer_axes(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray | None:
     if not in_memory.flags.c_contiguous:
         return None
     rows = in_memory.reshape(-1, int(np.prod([a.shape[i] for i in kept])))
-    with parallel.blas_single_threaded():  # a threaded GEMV would leave BLAS threads spinning
-        sums = np.ones(len(rows), a.dtype) @ rows
+    sums = parallel.matmul(np.ones((1, len(rows)), a.dtype), rows)[0]  # rows split by thread
     sums = sums.reshape([a.shape[i] for i in kept]).transpose(np.argsort(kept))
     return np.ascontiguousarray(sums)
 
