@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 THREAD_ENV_VARS = (
     "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
     "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS",
+    "TINYGRAD_CONV_THREADS",  # our own thread pool (it holds BLAS to one thread meanwhile)
 )
 _REEXEC_FLAG = "TINYGRAD_CONV_BENCH_REEXEC"
 TORCH_MISSING = "torch not installed: pip install torch==2.13.0"

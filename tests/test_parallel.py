@@ -16,7 +16,7 @@ from tinygrad_conv import kernels, naive, parallel
 @pytest.fixture
 def split_everything(monkeypatch):
     monkeypatch.setattr(parallel, "MIN_ELEMENTS", 0)
-    monkeypatch.setattr(parallel, "MIN_GEMM_FLOPS", 0)
+    monkeypatch.setattr(parallel, "MIN_GEMM_WORK", 0)
     monkeypatch.setattr(parallel, "INNER_BLOCK", 7)
     monkeypatch.setenv("TINYGRAD_CONV_THREADS", "3")
 

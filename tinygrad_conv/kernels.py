@@ -6,16 +6,20 @@ A chain conv -> relu -> pool -> conv therefore never copies to change layout: th
 output, one row per output pixel, already is the next layer's input, and each strided
 window view keeps a contiguous innermost axis (the channels), which NumPy loops vectorise.
 
-X_col is the (C*HH*WW, N*H'*W') matrix of the im2col formulas. It is stored pixel-major,
-as its transpose (N*H'*W', HH*WW*C), and ``im2col`` returns the (K, P) view of that
-buffer, so ``dout_flat @ X_col.T`` is one BLAS call on transposed views with no copy.
-Its K axis runs (g, i, j, c) (group, kernel row, kernel column, channel within the group),
-and W_flat matches it.
+X_col is the (C*HH*WW, N*H'*W') matrix of the im2col formulas. Its K axis runs (g, i, j, c)
+(group, kernel row, kernel column, channel within the group), and W_flat matches it. For
+conv2d without groups it is never held whole: ``im2col_matmul`` (the forward) and
+``im2col_grad_weight`` (dW = dout_flat @ X_col.T) each make it a few images at a time in a
+per-thread, cache-sized buffer and multiply it there, the forward's copy and the backward's
+copy being the same blocks. Many channels give pixel-major blocks (one window per row),
+few channels (a network's 1- or 3-channel input) offset-major ones (one kernel offset per
+row): whichever copy moves longer contiguous runs. ``im2col`` builds the whole matrix, for
+grouped convs and for the docs' examples.
 
-Nothing loops over output pixels: im2col is one copy of a strided view that holds every
-window, and col2im and the pools loop over the HH x WW kernel offsets, each one strided
-slice of the whole batch. The memory-bound loops split the batch across threads
-(``parallel.over_batch``).
+Nothing loops over output pixels: an X_col block is one copy of a strided view that holds
+every window, and col2im and the pools loop over the HH x WW kernel offsets, each one
+strided slice of the batch. The memory-bound loops and the GEMMs split the batch (or the
+pixels) across threads (``parallel``).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 import numpy as np
 
 MIN_ELEMENTS = 1 << 16  # below this a thread hand-off costs more than it saves
-MIN_GEMM_FLOPS = 1 << 21  # multiply-adds below which a GEMM is not split
+MIN_GEMM_WORK = 1 << 21  # M*K*N (multiply-adds) below which a GEMM is not split
 INNER_BLOCK = 2048  # rows of the inner axis per BLAS call when it is split (see _split_inner)
 
 _pools: dict[int, ThreadPoolExecutor] = {}  # by thread count
@@ -87,7 +87,8 @@ def blas_single_threaded() -> Iterator[None]:
     """Hold the BLAS libraries to one thread inside the block (when we split work ourselves).
 
     With ``thread_count() == 1`` nothing changes. Nested use is fine: each level restores
-    what it found.
+    what it found. The setting is process-wide: BLAS calls that other threads make inside
+    the block also run on one thread.
     """
     if thread_count() == 1:
         yield
@@ -113,7 +114,7 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """
     (m, k), n = a.shape, b.shape[1]
     threads = thread_count()
-    if threads == 1 or m * n * k < MIN_GEMM_FLOPS:
+    if threads == 1 or m * n * k < MIN_GEMM_WORK:
         with blas_single_threaded():
             return a @ b
     with blas_single_threaded():
