@@ -62,7 +62,8 @@ def pad_channels_last(x: np.ndarray, padding: Pair, value: float = 0.0) -> np.nd
     out[:, ph + h:] = value
     out[:, ph:ph + h, :pw] = value
     out[:, ph:ph + h, pw + w:] = value
-    out[:, ph:ph + h, pw:pw + w] = xl
+    inner = out[:, ph:ph + h, pw:pw + w]
+    over_batch(lambda s: np.copyto(inner[s], xl[s]), n, xl.size)
     return out
 
 
@@ -370,7 +371,11 @@ def flat_pixels(y: np.ndarray) -> np.ndarray:
     yl = channels_last(y)
     if _merges(yl.shape[:3], yl.strides[:3]):
         return yl.reshape(-1, y.shape[1]).T  # a view
-    return y.transpose(1, 0, 2, 3).reshape(y.shape[1], -1)
+    n, f, ho, wo = y.shape
+    flat = np.empty((f, n, ho, wo), dtype=y.dtype)
+    by_channel = y.transpose(1, 0, 2, 3)
+    over_batch(lambda s: np.copyto(flat[s], by_channel[s]), f, y.size)
+    return flat.reshape(f, -1)
 
 
 def _merges(shape: tuple[int, ...], strides: tuple[int, ...]) -> bool:

@@ -58,10 +58,15 @@ class Conv2d(Op):
 
     def backward(self, g):
         x, w = self.inputs[0], self.inputs[1]
-        gx = conv2d_grad_input(g, w, x.shape, self.attrs) if self.needs_grad[0] else None
+        # dX and dW both read dout_flat: lay it out once (a copy unless g is channels-last)
+        g_flat = kernels.flat_pixels(g.data) if all(self.needs_grad[:2]) else None
+        gx = None
+        if self.needs_grad[0]:
+            gx = conv2d_grad_input(g, w, x.shape, self.attrs, dout_flat=g_flat)
         gw = None
         if self.needs_grad[1]:
-            gw = conv2d_grad_weight(g, x, w.shape, self.attrs, x_col=getattr(self, "x_col", None))
+            gw = conv2d_grad_weight(g, x, w.shape, self.attrs, x_col=getattr(self, "x_col", None),
+                                    dout_flat=g_flat)
         grads = (gx, gw)
         if len(self.inputs) == 3:
             grads += (g.sum((0, 2, 3)) if self.needs_grad[2] else None,)  # db
@@ -72,9 +77,11 @@ class Conv2d(Op):
 class Conv2dGradInput(Op):
     """dX = col2im(W_flat.T @ dout_flat): inputs (dout, weight) -> x-shaped."""
 
+    dout_flat: np.ndarray | None = None  # flat_pixels(dout) when the caller has it already
+
     def forward(self, dout, w):
         groups = self.attrs["groups"]
-        dout_flat, w_flat = kernels.flat_pixels(dout), kernels.weight_rows(w)
+        dout_flat, w_flat = _take_flat(self, dout), kernels.weight_rows(w)
         geometry = _geometry(self.attrs)
         if groups == 1:
             return kernels.col2im_of_product(w_flat, dout_flat, self.attrs["x_shape"], **geometry)
@@ -97,10 +104,11 @@ class Conv2dGradWeight(Op):
     """dW = dout_flat @ X_col.T: inputs (dout, x) -> weight-shaped."""
 
     x_col: np.ndarray | None = None
+    dout_flat: np.ndarray | None = None  # flat_pixels(dout) when the caller has it already
 
     def forward(self, dout, x):
         groups, geometry = self.attrs["groups"], _geometry(self.attrs)
-        dout_flat = kernels.flat_pixels(dout)  # (F, P)
+        dout_flat = _take_flat(self, dout)  # (F, P)
         if groups == 1:
             dw_flat = kernels.im2col_grad_weight(dout_flat, x, **geometry)  # (F, K)
         else:
@@ -120,25 +128,38 @@ class Conv2dGradWeight(Op):
         return g_dout, g_x
 
 
+def _take_flat(op: Op, dout: np.ndarray) -> np.ndarray:
+    """dout_flat (F, N*H'*W') for a grad op: the one handed to it (then dropped) or made now."""
+    flat, op.dout_flat = op.dout_flat, None
+    return kernels.flat_pixels(dout) if flat is None else flat
+
+
 def _conv_settings(attrs: dict[str, Any]) -> dict[str, Any]:
     keys = ("kernel", "stride", "padding", "dilation", "groups", "out_hw")
     return {k: attrs[k] for k in keys}
 
 
 def conv2d_grad_input(dout: Tensor, w: Tensor, x_shape: tuple[int, ...],
-                      settings: dict[str, Any]) -> Tensor:
-    """The input gradient of conv2d for upstream ``dout``: col2im(W_flat.T @ dout_flat)."""
-    return Conv2dGradInput(**_conv_settings(settings), x_shape=tuple(x_shape)).apply(dout, w)
+                      settings: dict[str, Any], dout_flat: np.ndarray | None = None) -> Tensor:
+    """The input gradient of conv2d for upstream ``dout``: col2im(W_flat.T @ dout_flat).
+
+    ``dout_flat`` is ``kernels.flat_pixels(dout.data)`` when the caller has made it already.
+    """
+    op = Conv2dGradInput(**_conv_settings(settings), x_shape=tuple(x_shape))
+    op.dout_flat = dout_flat
+    return op.apply(dout, w)
 
 
 def conv2d_grad_weight(dout: Tensor, x: Tensor, w_shape: tuple[int, ...],
-                       settings: dict[str, Any], x_col: np.ndarray | None = None) -> Tensor:
+                       settings: dict[str, Any], x_col: np.ndarray | None = None,
+                       dout_flat: np.ndarray | None = None) -> Tensor:
     """The weight gradient of conv2d for upstream ``dout``: dout_flat @ X_col.T.
 
-    ``x_col`` is the forward's X_col when available (it is then not recomputed).
+    ``x_col`` is the forward's X_col when available (it is then not recomputed);
+    ``dout_flat`` as in :func:`conv2d_grad_input`.
     """
     op = Conv2dGradWeight(**_conv_settings(settings), w_shape=tuple(w_shape))
-    op.x_col = x_col
+    op.x_col, op.dout_flat = x_col, dout_flat
     return op.apply(dout, x)
 
 
