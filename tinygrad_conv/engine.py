@@ -18,6 +18,14 @@ import numpy as np
 
 if TYPE_CHECKING:
     from .tensor import Tensor
+else:
+    Tensor = None  # the class, bound by tensor.py once it is defined (it imports this module)
+
+
+def bind_tensor_class(cls: type) -> None:
+    """Called once by tensor.py: the class ``Op.apply`` wraps its inputs and output in."""
+    global Tensor
+    Tensor = cls
 
 _state = {"grad_enabled": True}
 _module_stack: list[Any] = []  # nn.Module.__call__ pushes itself here; ops record the stack
@@ -108,14 +116,15 @@ class Op:
 
     def apply(self, *inputs: Any) -> Tensor:
         """Run the forward on ``inputs`` (Tensors or array-likes) and record it in the graph."""
-        from .tensor import Tensor, as_tensor
-
-        tensors = tuple(as_tensor(x) for x in inputs)
-        record = _state["grad_enabled"] and any(t.requires_grad for t in tensors)
-        self.needs_grad = tuple(record and t.requires_grad for t in tensors)
-        # np.asarray: full reductions give NumPy scalars; .data is always an ndarray
-        out = Tensor._from_array(np.asarray(self.forward(*(t.data for t in tensors))),
-                                 requires_grad=record)
+        # list comprehensions, not generators: this runs for every op (a few µs each)
+        tensors = tuple([x if isinstance(x, Tensor) else Tensor(x) for x in inputs])
+        needs_grad = [t.requires_grad for t in tensors]
+        record = _state["grad_enabled"] and any(needs_grad)
+        self.needs_grad = tuple(needs_grad) if record else (False,) * len(tensors)
+        out_array = self.forward(*[t.data for t in tensors])
+        if type(out_array) is not np.ndarray:  # full reductions give NumPy scalars
+            out_array = np.asarray(out_array)
+        out = Tensor._from_array(out_array, requires_grad=record)
         if record:
             self.inputs = tensors
             self.scope = tuple(_module_stack)
@@ -222,8 +231,6 @@ def _accumulate_into_grad(node: Tensor, g: Tensor, create_graph: bool,
 
         node.grad = clone(g)
         return
-    from .tensor import Tensor
-
     arr = g.data
     if (id(arr) in handed_out or node._hooks or arr.base is not None
             or not arr.flags.writeable or arr.dtype != node.dtype):

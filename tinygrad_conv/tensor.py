@@ -468,6 +468,8 @@ def stack(tensors: Sequence[Tensor], axis: int = 0, *, dim: int | None = None) -
     return M.cat([t.unsqueeze(axis) for t in tensors], axis)
 
 
+engine.bind_tensor_class(Tensor)
+
 from .ops import elementwise as E  # noqa: E402  (ops import Tensor from this module)
 from .ops import linalg as L  # noqa: E402
 from .ops import movement as M  # noqa: E402

@@ -51,6 +51,8 @@ def _operands(a: Any, b: Any) -> tuple[Tensor, Tensor]:
 
 
 def _check_broadcast(name: str, a: Tensor, b: Tensor) -> None:
+    if a.data.shape == b.data.shape:
+        return
     try:
         np.broadcast_shapes(a.shape, b.shape)
     except ValueError:
