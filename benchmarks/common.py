@@ -178,6 +178,9 @@ class Case:
     before: Callable[[], object] | None = None
 
 
+SETTLE_SECONDS = 0.05  # --interleave: pause before each case's runs (other threads stop spinning)
+
+
 def _run_once(case: Case) -> float:
     if case.before is not None:
         case.before()
@@ -194,13 +197,18 @@ def time_cases(cases: dict[str, Case], repeats: int, warmup: int,
     By default the cases run one after another, each after its own warm-up, so that one
     framework's idle worker threads (OpenBLAS and OpenMP spin for a while after a parallel
     call) have settled before the next is timed. With ``interleave`` they run round-robin
-    instead, so that bursts of load from other processes hit every case alike: better on a
-    busy machine, slightly unfair to whichever case follows a multi-threaded one.
+    instead, so that bursts of load from other processes hit every case alike. Each timed run
+    then comes right after an untimed one of the same case, which in turn follows a pause of
+    SETTLE_SECONDS: the previous case's spinning threads (torch's OpenMP workers spin about
+    12 ms after a step, on one of our two cores) are gone, and the case's own threads are as
+    warm as in the middle of its own training loop.
     """
     if interleave:
         timings = {name: Timing() for name in cases}
         for i in range(warmup + repeats):
             for name, case in cases.items():
+                time.sleep(SETTLE_SECONDS)
+                _run_once(case)
                 elapsed = _run_once(case)
                 if i >= warmup:
                     timings[name].samples.append(elapsed)
