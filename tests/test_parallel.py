@@ -59,6 +59,23 @@ def test_conv2d_split_matches_naive(split_everything, block_size, channels, layo
         np.testing.assert_allclose(b.grad.data, db, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("kept", [True, False])
+def test_weight_grad_from_the_forwards_padded_input_or_its_own(split_everything, kept):
+    """dW either reuses the padded x that the forward's threads filled or pads x itself."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((5, 6, 7, 8)).astype(np.float32)
+    w = rng.standard_normal((4, 6, 3, 3)).astype(np.float32)
+    geometry = dict(kernel=(3, 3), stride=(1, 1), padding=(2, 1), dilation=(1, 1))
+    out, columns = kernels.im2col_matmul(x, kernels.weight_rows(w), None, **geometry)
+    assert columns is not None and not columns.offset_major
+    dout = rng.standard_normal((5, 4, 9, 8)).astype(np.float32)
+    dw_rows = kernels.im2col_grad_weight(kernels.flat_pixels(dout), x, **geometry,
+                                         columns=columns if kept else None)
+    dw = kernels.weight_from_rows(dw_rows, w.shape)
+    np.testing.assert_allclose(dw, naive.conv2d_backward(dout, x, w, padding=(2, 1))[1],
+                               rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("kernel,stride,padding", [((2, 2), (2, 2), (0, 0)),
                                                    ((3, 3), (2, 2), (1, 1))])
 def test_pools_and_relu_split_match_references(split_everything, kernel, stride, padding):

@@ -42,8 +42,11 @@ class Conv2d(Op):
         w_flat = kernels.weight_rows(w)  # (F, K/G)
         if groups == 1:
             # out = W_flat @ X_col + b, computed as X_col.T @ W_flat.T so it lands pixel-major;
-            # X_col is made a block at a time and not kept (dW makes it again the same way)
-            out_t = kernels.im2col_matmul(x, w_flat, b, **geometry)  # (P, F)
+            # X_col is made a block at a time and not kept: dW makes it again the same way,
+            # from the padded x kept here
+            out_t, columns = kernels.im2col_matmul(x, w_flat, b, **geometry)  # (P, F)
+            if len(self.needs_grad) > 1 and self.needs_grad[1]:
+                self.padded_x = columns
         else:
             x_col = kernels.im2col(x, **geometry, groups=groups)
             out_t = np.concatenate(
@@ -66,7 +69,7 @@ class Conv2d(Op):
         gw = None
         if self.needs_grad[1]:
             gw = conv2d_grad_weight(g, x, w.shape, self.attrs, x_col=getattr(self, "x_col", None),
-                                    dout_flat=g_flat)
+                                    dout_flat=g_flat, padded_x=getattr(self, "padded_x", None))
         grads = (gx, gw)
         if len(self.inputs) == 3:
             grads += (g.sum((0, 2, 3)) if self.needs_grad[2] else None,)  # db
@@ -105,12 +108,14 @@ class Conv2dGradWeight(Op):
 
     x_col: np.ndarray | None = None
     dout_flat: np.ndarray | None = None  # flat_pixels(dout) when the caller has it already
+    padded_x: kernels.Columns | None = None  # the forward's x, padded
 
     def forward(self, dout, x):
         groups, geometry = self.attrs["groups"], _geometry(self.attrs)
         dout_flat = _take_flat(self, dout)  # (F, P)
         if groups == 1:
-            dw_flat = kernels.im2col_grad_weight(dout_flat, x, **geometry)  # (F, K)
+            columns, self.padded_x = self.padded_x, None  # used once, then freed
+            dw_flat = kernels.im2col_grad_weight(dout_flat, x, **geometry, columns=columns)
         else:
             x_col = self.x_col
             if x_col is None:
@@ -152,14 +157,16 @@ def conv2d_grad_input(dout: Tensor, w: Tensor, x_shape: tuple[int, ...],
 
 def conv2d_grad_weight(dout: Tensor, x: Tensor, w_shape: tuple[int, ...],
                        settings: dict[str, Any], x_col: np.ndarray | None = None,
-                       dout_flat: np.ndarray | None = None) -> Tensor:
+                       dout_flat: np.ndarray | None = None,
+                       padded_x: kernels.Columns | None = None) -> Tensor:
     """The weight gradient of conv2d for upstream ``dout``: dout_flat @ X_col.T.
 
-    ``x_col`` is the forward's X_col when available (it is then not recomputed);
-    ``dout_flat`` as in :func:`conv2d_grad_input`.
+    ``x_col`` is the forward's X_col when available (it is then not recomputed), ``padded_x``
+    its padded input (grouped and ungrouped convs respectively); ``dout_flat`` as in
+    :func:`conv2d_grad_input`.
     """
     op = Conv2dGradWeight(**_conv_settings(settings), w_shape=tuple(w_shape))
-    op.x_col, op.dout_flat = x_col, dout_flat
+    op.x_col, op.dout_flat, op.padded_x = x_col, dout_flat, padded_x
     return op.apply(dout, x)
 
 
