@@ -20,6 +20,10 @@ IntPair = int | tuple[int, int]
 
 
 def _pair(name: str, arg: str, value: Any) -> tuple[int, int]:
+    if type(value) is int:  # the common cases first: this runs for every layer call
+        return value, value
+    if type(value) is tuple and len(value) == 2 and type(value[0]) is type(value[1]) is int:
+        return value
     pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
     if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) for v in pair):
         raise TypeError(f"{name}: {arg} must be an int or a pair of ints, got {value!r}")
