@@ -17,7 +17,7 @@ from tinygrad_conv import kernels, naive, parallel
 def split_everything(monkeypatch):
     monkeypatch.setattr(parallel, "MIN_ELEMENTS", 0)
     monkeypatch.setattr(parallel, "MIN_GEMM_WORK", 0)
-    monkeypatch.setattr(parallel, "INNER_BLOCK", 7)
+    monkeypatch.setattr(parallel, "INNER_BLOCK", {"numpy": 7, "onednn": 7})
     monkeypatch.setenv("TINYGRAD_CONV_THREADS", "3")
 
 

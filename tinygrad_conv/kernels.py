@@ -27,7 +27,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .parallel import INNER_BLOCK, blas_single_threaded, over_batch
+from . import gemm
+from .parallel import blas_single_threaded, inner_block, over_batch
 
 Pair = tuple[int, int]
 
@@ -229,6 +230,7 @@ def im2col_matmul(x: np.ndarray, w_flat: np.ndarray, bias: np.ndarray | None, ke
         w_flat, bias = np.concatenate([w_flat, bias[:, None].astype(w_flat.dtype)], axis=1), None
     n, pixels = len(x), columns.pixels
     out = np.empty((n * pixels, len(w_flat)), dtype=np.result_type(x, w_flat))
+    w_cols = np.ascontiguousarray(w_flat.T)  # (K, F): a GEMM operand read faster contiguous
     images = columns.images_per_block(x.dtype.itemsize)
 
     def work(s: slice) -> None:
@@ -237,7 +239,7 @@ def im2col_matmul(x: np.ndarray, w_flat: np.ndarray, bias: np.ndarray | None, ke
         for first in range(s.start, s.stop, images):
             part = slice(first, min(first + images, s.stop))
             rows = slice(part.start * pixels, part.stop * pixels)
-            np.matmul(columns.rows(part, scratch), w_flat.T, out=out[rows])
+            gemm.matmul(columns.rows(part, scratch), w_cols, out=out[rows])
             if bias is not None:
                 out[rows] += bias
 
@@ -268,11 +270,12 @@ def im2col_grad_weight(dout_flat: np.ndarray, x: np.ndarray, kernel: Pair, strid
         for first in range(s.start, s.stop, images):
             part = slice(first, min(first + images, s.stop))
             rows = columns.rows(part, scratch)
-            # at most INNER_BLOCK rows per GEMM: skinny products ran 3x faster that way
-            for first_row in range(0, len(rows), INNER_BLOCK):
-                inner = slice(first_row, first_row + INNER_BLOCK)
+            step = inner_block()  # rows per GEMM call (see parallel.INNER_BLOCK)
+            for first_row in range(0, len(rows), step):
+                inner = slice(first_row, first_row + step)
                 start = part.start * pixels + first_row
-                total += dout_flat[:, start:start + len(rows[inner])] @ rows[inner]
+                gemm.matmul(dout_flat[:, start:start + len(rows[inner])], rows[inner],
+                            out=total, accumulate=True)
         sums[s.start] = total
 
     with blas_single_threaded():
@@ -338,7 +341,7 @@ def col2im_of_product(w_flat: np.ndarray, dout_flat: np.ndarray,
             for i in range(kh):
                 for j in range(kw):
                     first = (i * kw + j) * c
-                    np.matmul(rows, w_flat[:, first:first + c], out=out)
+                    gemm.matmul(rows, w_flat[:, first:first + c], out=out)
                     target = window(dxp[part], i, j, (ho, wo), stride, dilation)
                     np.add(target, out.reshape(target.shape), out=target)
 
@@ -364,7 +367,7 @@ def _col2im_of_product_offset_major(w_flat: np.ndarray, dout_flat: np.ndarray,
         for first_image in range(s.start, s.stop, images):
             part = slice(first_image, min(first_image + images, s.stop))
             columns = dout_flat[:, part.start * ho * wo:part.stop * ho * wo]
-            block = (w_flat.T @ columns).reshape(kh, kw, c, -1, ho, wo)
+            block = gemm.matmul(w_flat.T, columns).reshape(kh, kw, c, -1, ho, wo)
             for i in range(kh):
                 for j in range(kw):
                     target = window(planes[part], i, j, (ho, wo), stride, dilation)

@@ -22,9 +22,14 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from . import gemm
+
 MIN_ELEMENTS = 1 << 16  # below this a thread hand-off costs more than it saves
 MIN_GEMM_WORK = 1 << 21  # M*K*N (multiply-adds) below which a GEMM is not split
-INNER_BLOCK = 2048  # rows of the inner axis per BLAS call when it is split (see _split_inner)
+# rows of a long inner axis per GEMM call when a product is summed in blocks, by GEMM
+# backend: OpenBLAS ran a skinny product (a 32x9 weight gradient over 50,000 pixels) three
+# times faster in blocks of 2048 than in one call; oneDNN runs it fastest in one call
+INNER_BLOCK = {"numpy": 2048, "onednn": 1 << 40}
 
 _pools: dict[int, ThreadPoolExecutor] = {}  # by thread count
 
@@ -48,7 +53,8 @@ def thread_count() -> int:
 def _executor(threads: int) -> ThreadPoolExecutor:
     if threads not in _pools:
         _pools[threads] = ThreadPoolExecutor(max_workers=threads - 1,
-                                             thread_name_prefix="tinygrad_conv")
+                                             thread_name_prefix="tinygrad_conv",
+                                             initializer=gemm.own_thread)
     return _pools[threads]
 
 
@@ -116,34 +122,40 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     threads = thread_count()
     if threads == 1 or m * n * k < MIN_GEMM_WORK:
         with blas_single_threaded():
-            return a @ b
+            return gemm.matmul(a, b)
     with blas_single_threaded():
         if k >= 4 * max(m, n):
             return _split_inner(a, b, threads)
         out = np.empty((m, n), np.result_type(a, b))
         if m >= n:
-            over_batch(lambda s: np.matmul(a[s], b, out=out[s]), m, MIN_ELEMENTS)
+            over_batch(lambda s: gemm.matmul(a[s], b, out=out[s]), m, MIN_ELEMENTS)
         else:
-            over_batch(lambda s: np.matmul(a, b[:, s], out=out[:, s]), n, MIN_ELEMENTS)
+            over_batch(lambda s: gemm.matmul(a, b[:, s], out=out[:, s]), n, MIN_ELEMENTS)
         return out
+
+
+def inner_block() -> int:
+    """Rows of the inner axis per GEMM call for the GEMM backend in use (INNER_BLOCK)."""
+    return INNER_BLOCK[gemm.backend()]
 
 
 def _split_inner(a: np.ndarray, b: np.ndarray, threads: int) -> np.ndarray:
     """a @ b as a sum of partial products over slices of the inner axis, one per thread.
 
-    Each thread also walks its slice INNER_BLOCK rows at a time: a skinny product (a 32x9
-    weight gradient over 50,000 pixels) ran three times faster that way than in one call.
+    Each thread walks its slice ``inner_block()`` rows at a time (see INNER_BLOCK).
     """
     k = a.shape[1]
     bounds = [k * t // threads for t in range(threads + 1)]
     parts: list[np.ndarray] = [np.zeros((a.shape[0], b.shape[1]), np.result_type(a, b))
                                for _ in range(threads)]
 
+    step = inner_block()
+
     def work(s: slice) -> None:
         for t in range(s.start, s.stop):
-            for first in range(bounds[t], bounds[t + 1], INNER_BLOCK):
-                inner = slice(first, min(first + INNER_BLOCK, bounds[t + 1]))
-                parts[t] += a[:, inner] @ b[inner]
+            for first in range(bounds[t], bounds[t + 1], step):
+                inner = slice(first, min(first + step, bounds[t + 1]))
+                gemm.matmul(a[:, inner], b[inner], out=parts[t], accumulate=True)
 
     over_batch(work, threads, MIN_ELEMENTS)
     total = parts[0]
