@@ -91,14 +91,24 @@ def make_arrays(shape: ConvShape, np) -> Arrays:
     return Arrays(x, w, b, dout)
 
 
-def gemm_case(shape: ConvShape, np) -> common.Case:
-    """np.matmul float32 on the forward GEMM's (M, K) @ (K, P), into a preallocated output."""
+GEMM_CASES = ("numpy F@X", "numpy X@F", "ours F@X", "ours X@F")
+
+
+def gemm_case(shape: ConvShape, np, name: str) -> common.Case:
+    """The forward's product into a preallocated output, F@X = (F, K) @ (K, P) or its
+    transpose X@F = (P, K) @ (K, F) (the orientation our forward runs), by np.matmul
+    ("numpy") or by tinygrad_conv's own GEMM on its threads ("ours": parallel.matmul)."""
+    from tinygrad_conv import parallel
+
     m, k, p = shape.gemm
     rng = np.random.default_rng(1)
-    a = rng.standard_normal((m, k), dtype=np.float32)
-    b = rng.standard_normal((k, p), dtype=np.float32)
-    out = np.empty((m, p), dtype=np.float32)
-    return common.Case(lambda: np.matmul(a, b, out=out))
+    rows, cols = (p, m) if name.endswith("X@F") else (m, p)
+    a = rng.standard_normal((rows, k), dtype=np.float32)
+    b = rng.standard_normal((k, cols), dtype=np.float32)
+    out = np.empty((rows, cols), dtype=np.float32)
+    if name.startswith("numpy"):
+        return common.Case(lambda: np.matmul(a, b, out=out))
+    return common.Case(lambda: parallel.matmul(a, b))
 
 
 # --------------------------------------------------------------------------- tinygrad_conv
@@ -207,6 +217,7 @@ class Row:
     gemm_gflops: float
     torch: common.Timing | None = None
     diff: tuple[float, float] | None = None
+    gemm_rates: dict[str, float] | None = None  # GFLOP/s by GEMM_CASES name (fwd rows)
 
     @property
     def gflops(self) -> float:
@@ -215,6 +226,12 @@ class Row:
     @property
     def gemm_fraction(self) -> float:
         return self.gflops / self.gemm_gflops
+
+    @property
+    def torch_gemm_fraction(self) -> float | None:
+        """torch's rate on the same FLOPs as a fraction of NumPy's GEMM rate."""
+        return self.gflops * self.ours.median / self.torch.median / self.gemm_gflops \
+            if self.torch else None
 
     def target(self) -> str:
         """PASS/MISS for the >= 70%-of-GEMM target (fwd+bwd on the two target shapes)."""
@@ -228,7 +245,8 @@ def bench_shape(shape: ConvShape, args, np, torch) -> list[Row]:
     then compare the results with torch's."""
     arr = make_arrays(shape, np)
     ours_fb = ours_forward_backward(shape, arr)
-    cases = {"gemm": gemm_case(shape, np), "fwd": common.Case(ours_forward(shape, arr)),
+    cases = {name: gemm_case(shape, np, name) for name in GEMM_CASES}
+    cases |= {"fwd": common.Case(ours_forward(shape, arr)),
              "fwd+bwd": common.Case(ours_fb[0], ours_fb[1])}
     if torch is not None:
         torch_fb = torch_forward_backward(shape, arr, torch)
@@ -236,8 +254,10 @@ def bench_shape(shape: ConvShape, args, np, torch) -> list[Row]:
         cases["torch fwd+bwd"] = common.Case(torch_fb[0], torch_fb[1])
     t = common.time_cases(cases, args.repeats, args.warmup, args.interleave)
     m, k, p = shape.gemm
-    gemm_gflops = 2 * m * k * p / t["gemm"].median / 1e9
-    fwd = Row(shape, "fwd", shape.forward_flops, t["fwd"], gemm_gflops)
+    gemm_rates = {name: 2 * m * k * p / t[name].median / 1e9 for name in GEMM_CASES}
+    # the reference: the fastest of the four, the best this machine does on this product
+    gemm_gflops = max(gemm_rates.values())
+    fwd = Row(shape, "fwd", shape.forward_flops, t["fwd"], gemm_gflops, gemm_rates=gemm_rates)
     fb = Row(shape, "fwd+bwd", 3 * shape.forward_flops, t["fwd+bwd"], gemm_gflops)
     if torch is not None:
         fwd.torch, fb.torch = t["torch fwd"], t["torch fwd+bwd"]
@@ -249,7 +269,7 @@ def bench_shape(shape: ConvShape, args, np, torch) -> list[Row]:
 # --------------------------------------------------------------------------- report
 
 HEADERS = ["shape (N,C,H,W) F k s p", "pass", "ours ms", "GFLOP/s", "GEMM GFLOP/s",
-           "of GEMM", "torch ms", "ours/torch", "max abs diff (rel)", "target"]
+           "of GEMM", "torch ms", "torch of GEMM", "ours/torch", "max abs diff (rel)", "target"]
 
 
 def table_row(row: Row) -> list[str]:
@@ -257,9 +277,10 @@ def table_row(row: Row) -> list[str]:
     torch_ms = row.torch.ms() if row.torch else "n/a"
     ratio = common.fmt(row.ours.median / row.torch.median) + "x" if row.torch else "n/a"
     diff = f"{common.fmt_sci(row.diff[0])} ({common.fmt_sci(row.diff[1])})" if row.diff else "n/a"
+    torch_share = f"{row.torch_gemm_fraction:.0%}" if row.torch else "n/a"
     return [row.shape.label(), row.kind, row.ours.ms(), common.fmt(row.gflops),
-            common.fmt(row.gemm_gflops), f"{row.gemm_fraction:.0%}", torch_ms, ratio, diff,
-            row.target()]
+            common.fmt(row.gemm_gflops), f"{row.gemm_fraction:.0%}", torch_ms, torch_share,
+            ratio, diff, row.target()]
 
 
 def main() -> None:
@@ -277,13 +298,25 @@ def main() -> None:
         common.progress(f"conv {shape.label()} ...")
         rows.extend(bench_shape(shape, args, np, torch))
     print(common.markdown_table(HEADERS, [table_row(r) for r in rows],
-                                right=[False, False] + [True] * 7 + [False]))
+                                right=[False, False] + [True] * 8 + [False]))
     print()
-    print("FLOPs: forward 2*N*F*H'*W'*C*k*k, forward+backward 3x that. GEMM GFLOP/s: "
-          "np.matmul float32 on (F, C*k*k) @ (C*k*k, N*H'*W') in this run; 'of GEMM' = our "
-          "GFLOP/s / GEMM GFLOP/s. Target: fwd+bwd >= 70% of GEMM on (64,32,14,14,64,3,1,1) "
-          "and (32,64,56,56,64,3,1,1). max abs diff: fwd output, or the worst of dx, dw, db "
-          "(rel = divided by the largest |torch value|).")
+    from tinygrad_conv import gemm
+
+    print(f"GEMM rates on the forward's product, GFLOP/s (ours: tinygrad_conv's GEMM, backend "
+          f"{gemm.backend()!r}, on its {args.threads} threads):")
+    print()
+    print(common.markdown_table(
+        ["shape (N,C,H,W) F k s p", "(M, K, P)", *GEMM_CASES],
+        [[r.shape.label(), str(r.shape.gemm), *(common.fmt(r.gemm_rates[n]) for n in GEMM_CASES)]
+         for r in rows if r.gemm_rates], right=[False, False] + [True] * len(GEMM_CASES)))
+    print()
+    print("FLOPs: forward 2*N*F*H'*W'*C*k*k, forward+backward 3x that. GEMM GFLOP/s: the "
+          "fastest float32 GEMM on the forward's product in this run, F@X = (F, C*k*k) @ "
+          "(C*k*k, N*H'*W') or X@F = its transpose, by np.matmul or by tinygrad_conv's own "
+          "GEMM (table above); 'of GEMM' = our GFLOP/s / GEMM GFLOP/s, 'torch of GEMM' the "
+          "same for torch's time on the same FLOPs. Target: fwd+bwd >= 70% of GEMM on "
+          "(64,32,14,14,64,3,1,1) and (32,64,56,56,64,3,1,1). max abs diff: fwd output, or the "
+          "worst of dx, dw, db (rel = divided by the largest |torch value|).")
 
 
 if __name__ == "__main__":
