@@ -132,11 +132,13 @@ class Op:
             out.op = self
         return out
 
+    _KEPT = frozenset({"attrs", "inputs", "needs_grad", "scope", "released", "_output"})
+
     def release(self) -> None:
         """Free what forward saved for backward; a later backward through this op raises."""
-        keep = {"attrs", "inputs", "needs_grad", "scope", "_output"}
-        for key in [k for k in vars(self) if k not in keep]:
-            delattr(self, key)
+        saved = self.__dict__
+        for key in [k for k in saved if k not in Op._KEPT]:
+            del saved[key]
         self.released = True
 
     def __repr__(self) -> str:

@@ -89,6 +89,11 @@ def backend() -> str:
     return "onednn" if _state["sgemm"] is not None else "numpy"
 
 
+def on_numpy(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether ``matmul(a, b)`` goes to NumPy's BLAS (so its threads matter) or to oneDNN."""
+    return backend() == "numpy" or a.dtype != _FLOAT32 or b.dtype != _FLOAT32
+
+
 _N, _T = ord("N"), ord("T")
 
 

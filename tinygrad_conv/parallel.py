@@ -121,6 +121,8 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     (m, k), n = a.shape, b.shape[1]
     threads = thread_count()
     if threads == 1 or m * n * k < MIN_GEMM_WORK:
+        if not gemm.on_numpy(a, b):
+            return gemm.matmul(a, b)
         with blas_single_threaded():
             return gemm.matmul(a, b)
     with blas_single_threaded():

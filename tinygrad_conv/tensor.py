@@ -44,7 +44,7 @@ class Tensor:
         self.data: np.ndarray = _as_array(data, dtype)
         self.grad: Tensor | None = None
         self.op: engine.Op | None = None
-        self._hooks: list[Callable] = []
+        self._hooks: Sequence[Callable] = ()  # a list once a hook is registered
         self._retains_grad = False
         self.requires_grad = False
         if requires_grad:
@@ -54,7 +54,7 @@ class Tensor:
     def _from_array(cls, arr: np.ndarray, requires_grad: bool = False) -> Tensor:
         """Wrap an array without copying or converting (for ops' outputs)."""
         t = cls.__new__(cls)
-        t.data, t.grad, t.op, t._hooks, t._retains_grad = arr, None, None, [], False
+        t.data, t.grad, t.op, t._hooks, t._retains_grad = arr, None, None, (), False
         t.requires_grad = requires_grad
         return t
 
@@ -187,6 +187,8 @@ class Tensor:
         """
         if not self.requires_grad:
             raise RuntimeError("register_hook: this tensor does not require grad")
+        if not isinstance(self._hooks, list):  # the shared empty tuple every tensor starts with
+            self._hooks = []
         self._hooks.append(fn)
         return lambda: self._hooks.remove(fn)
 

@@ -49,7 +49,8 @@ def matmul(a: Any, b: Any) -> Tensor:
             f"second ({k_b})"
         )
     try:
-        np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        if a.ndim > 2 or b.ndim > 2:
+            np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     except ValueError:
         raise ValueError(
             f"matmul: shapes {a.shape} and {b.shape} have batch dims {a.shape[:-2]} and "
@@ -75,8 +76,10 @@ class Linear(Op):
     def backward(self, g):
         x, w = self.inputs[0], self.inputs[1]
         g2 = reshape(g, (-1, g.shape[-1]))
-        gx = g @ w if self.needs_grad[0] else None
-        gw = _swap_last(g2) @ reshape(x, (-1, x.shape[-1])) if self.needs_grad[1] else None
+        # the shapes are the forward's, known to fit: MatMul directly, without matmul's checks
+        gx = (MatMul().apply(g, w) if g.ndim == 2 else g @ w) if self.needs_grad[0] else None
+        gw = MatMul().apply(_swap_last(g2), reshape(x, (-1, x.shape[-1]))) \
+            if self.needs_grad[1] else None
         grads = (gx, gw)
         if len(self.inputs) == 3:
             grads += (reduce_sum(g2, 0) if self.needs_grad[2] else None,)
