@@ -354,6 +354,21 @@ def blas_info() -> str:
     return text
 
 
+def gemm_info() -> str:
+    """tinygrad_conv's GEMM backend (tinygrad_conv.gemm) and, for oneDNN, its package version."""
+    from tinygrad_conv import gemm
+
+    if gemm.backend() == "numpy":
+        return "NumPy's matmul (the BLAS above)"
+    try:
+        from importlib import metadata
+
+        version = f" (onednn-cpu-gomp {metadata.version('onednn-cpu-gomp')})"
+    except Exception:  # a system libdnnl: no package metadata
+        version = ""
+    return f"oneDNN sgemm{version}, one thread per call on tinygrad_conv's own threads"
+
+
 def torch_info(torch) -> str:
     """torch's version, threads and math backends."""
     if torch is None:
@@ -396,7 +411,8 @@ def header(title: str, args: argparse.Namespace, thread_method: str, torch) -> s
         f"({os.cpu_count()} online), {platform.system()} {platform.release()}",
         f"- Python {platform.python_version()} ({platform.python_implementation()}), "
         f"NumPy {np.__version__}, tinygrad_conv {getattr(tinygrad_conv, '__version__', '?')}",
-        f"- BLAS: {blas_info()}",
+        f"- BLAS (NumPy's): {blas_info()}",
+        f"- tinygrad_conv GEMM: {gemm_info()}",
         f"- torch: {'skipped (--no-torch)' if args.no_torch else torch_info(torch)}",
         f"- threads: {args.threads} ({thread_method}; torch.set_num_threads({args.threads}))",
         f"- timing: median of {args.repeats} runs after {args.warmup} warm-up runs; "
