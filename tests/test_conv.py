@@ -243,3 +243,22 @@ def test_conv2d_leaves_its_inputs_unchanged(rng):
     F.conv2d(x, w, padding=2, groups=2).sum().backward()
     np.testing.assert_array_equal(x.data, x_np)
     np.testing.assert_array_equal(w.data, w_np)
+
+
+@pytest.mark.parametrize("channels", [1, 6])  # offset-major columns (a ones row), pixel-major
+@pytest.mark.parametrize("weight_grad", [True, False])
+def test_conv2d_bias_grad_summed_in_the_weight_pass_or_on_its_own(rng, channels, weight_grad):
+    """db = dout.sum((0, 2, 3)) whether dW's pass sums it (weight needs a grad) or the
+    conv2d_grad_bias op sums dout itself (it does not)."""
+    x = tc.Tensor(rng.standard_normal((3, channels, 9, 8)).astype(np.float32))
+    w = tc.Tensor(rng.standard_normal((5, channels, 3, 3)), requires_grad=weight_grad)
+    b = tc.Tensor(rng.standard_normal(5), requires_grad=True)
+    y = F.conv2d(x, w, b, padding=1)
+    dout = rng.standard_normal(y.shape).astype(np.float32)
+    y.backward(dout)
+    dx, dw, db = naive.conv2d_backward(dout, x.data, w.data, padding=(1, 1))
+    np.testing.assert_allclose(b.grad.data, db, rtol=1e-5, atol=1e-4)
+    if weight_grad:
+        np.testing.assert_allclose(w.grad.data, dw, rtol=1e-5, atol=1e-4)
+    else:
+        assert w.grad is None

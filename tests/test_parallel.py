@@ -69,8 +69,9 @@ def test_weight_grad_from_the_forwards_padded_input_or_its_own(split_everything,
     out, columns = kernels.im2col_matmul(x, kernels.weight_rows(w), None, **geometry)
     assert columns is not None and not columns.offset_major
     dout = rng.standard_normal((5, 4, 9, 8)).astype(np.float32)
-    dw_rows = kernels.im2col_grad_weight(kernels.flat_pixels(dout), x, **geometry,
-                                         columns=columns if kept else None)
+    dw_rows, db = kernels.im2col_grad_weight(kernels.flat_pixels(dout), x, **geometry,
+                                             columns=columns if kept else None, bias=True)
+    assert db is None  # pixel-major columns: db is left to its own GEMV
     dw = kernels.weight_from_rows(dw_rows, w.shape)
     np.testing.assert_allclose(dw, naive.conv2d_backward(dout, x, w, padding=(2, 1))[1],
                                rtol=1e-4, atol=1e-4)

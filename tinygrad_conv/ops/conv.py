@@ -4,9 +4,12 @@ Forward (im2col, then one GEMM per group):
     X_col = im2col(x)                      (C*HH*WW, N*H'*W')
     out   = W_row @ X_col + b              (F, N*H'*W') -> (N, F, H', W')
 Backward, exactly the im2col formulas:
-    db = dout.sum((0, 2, 3))
+    db = dout.sum((0, 2, 3))               (conv2d_grad_bias)
     dW = dout_flat @ X_col.T               (conv2d_grad_weight)
     dX = col2im(W_flat.T @ dout_flat)      (conv2d_grad_input)
+For few input channels (a network's first layer) X_col carries a row of ones for the bias,
+so dW's product also gives db (dout_flat @ ones) without another pass over dout; it is
+handed to conv2d_grad_bias.
 
 conv2d is bilinear in (x, W), so each backward op is bilinear too and its own backward is
 made of conv2d and the other backward op: that is what gives second derivatives.
@@ -21,6 +24,8 @@ import numpy as np
 from .. import kernels, parallel
 from ..engine import Op, register
 from ..tensor import Tensor
+from .movement import broadcast_to, reshape
+from .reduce import _sum_outer_axes
 
 
 def _geometry(attrs: dict[str, Any]) -> dict[str, Any]:
@@ -66,13 +71,17 @@ class Conv2d(Op):
         gx = None
         if self.needs_grad[0]:
             gx = conv2d_grad_input(g, w, x.shape, self.attrs, dout_flat=g_flat)
-        gw = None
+        wants_db = len(self.inputs) == 3 and self.needs_grad[2]
+        gw, db_summed = None, None
         if self.needs_grad[1]:
-            gw = conv2d_grad_weight(g, x, w.shape, self.attrs, x_col=getattr(self, "x_col", None),
-                                    dout_flat=g_flat, padded_x=getattr(self, "padded_x", None))
+            op = Conv2dGradWeight(**_conv_settings(self.attrs), w_shape=tuple(w.shape))
+            op.x_col, op.dout_flat = getattr(self, "x_col", None), g_flat
+            op.padded_x, op.bias_wanted = getattr(self, "padded_x", None), wants_db
+            gw = op.apply(g, x)
+            db_summed = op.__dict__.pop("bias_grad", None)  # summed in dW's pass, if it was
         grads = (gx, gw)
         if len(self.inputs) == 3:
-            grads += (g.sum((0, 2, 3)) if self.needs_grad[2] else None,)  # db
+            grads += (conv2d_grad_bias(g, summed=db_summed) if wants_db else None,)
         return grads
 
 
@@ -109,13 +118,17 @@ class Conv2dGradWeight(Op):
     x_col: np.ndarray | None = None
     dout_flat: np.ndarray | None = None  # flat_pixels(dout) when the caller has it already
     padded_x: kernels.Columns | None = None  # the forward's x, padded
+    bias_wanted = False  # db too, in self.bias_grad, where X_col has a ones row (no groups)
 
     def forward(self, dout, x):
         groups, geometry = self.attrs["groups"], _geometry(self.attrs)
         dout_flat = _take_flat(self, dout)  # (F, P)
         if groups == 1:
             columns, self.padded_x = self.padded_x, None  # used once, then freed
-            dw_flat = kernels.im2col_grad_weight(dout_flat, x, **geometry, columns=columns)
+            dw_flat, db = kernels.im2col_grad_weight(dout_flat, x, **geometry, columns=columns,
+                                                     bias=self.bias_wanted)
+            if db is not None:
+                self.bias_grad = db
         else:
             x_col = self.x_col
             if x_col is None:
@@ -131,6 +144,35 @@ class Conv2dGradWeight(Op):
         g_dout = Conv2d(**settings).apply(x, g) if self.needs_grad[0] else None
         g_x = conv2d_grad_input(dout, g, x.shape, self.attrs) if self.needs_grad[1] else None
         return g_dout, g_x
+
+
+@register("conv2d_grad_bias")
+class Conv2dGradBias(Op):
+    """db = dout.sum((0, 2, 3)): input dout (N, F, H', W') -> (F,).
+
+    ``summed`` is that sum when conv2d's backward has made it already, in dW's pass.
+    """
+
+    summed: np.ndarray | None = None
+
+    def forward(self, dout):
+        summed, self.summed = self.summed, None
+        if summed is not None:
+            return summed
+        fast = _sum_outer_axes(dout, (0, 2, 3))  # a GEMV on channels-last memory
+        return dout.sum(axis=(0, 2, 3)) if fast is None else fast
+
+    def backward(self, gg):
+        dout = self.inputs[0]
+        return (broadcast_to(reshape(gg, (1, -1, 1, 1)), dout.shape),)
+
+
+def conv2d_grad_bias(dout: Tensor, summed: np.ndarray | None = None) -> Tensor:
+    """The bias gradient of conv2d for upstream ``dout``: dout.sum((0, 2, 3)), an op of its
+    own; ``summed`` is that sum if already made."""
+    op = Conv2dGradBias()
+    op.summed = summed
+    return op.apply(dout)
 
 
 def _take_flat(op: Op, dout: np.ndarray) -> np.ndarray:
