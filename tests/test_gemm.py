@@ -2,6 +2,8 @@
 with and without ``out`` and ``accumulate``, on whichever backend is installed and on the
 NumPy fallback."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -102,3 +104,28 @@ def test_the_callers_openmp_setting_is_put_back(backend):
         assert get() == 3
     finally:
         set_(before)
+
+
+def test_first_products_from_two_threads_at_once_match_later_ones(monkeypatch):
+    """Loading is locked: a thread that finds it half done must not fall back to NumPy for
+    its first product (NumPy rounds differently, so a run would not repeat bit for bit)."""
+    from tinygrad_conv import kernels, parallel
+
+    monkeypatch.setenv("TINYGRAD_CONV_THREADS", "2")
+    monkeypatch.setattr(parallel, "MIN_ELEMENTS", 0)
+    monkeypatch.setattr(gemm, "_state", {})  # both threads' first products load it
+    find = gemm._find_dnnl
+
+    def slow_find():  # widen the window in which the other thread finds loading under way
+        time.sleep(0.05)
+        return find()
+
+    monkeypatch.setattr(gemm, "_find_dnnl", slow_find)
+    rng = np.random.default_rng(5)
+    # long sums (300) over wide blocks (32): the two libraries round them differently
+    w_flat = rng.standard_normal((300, 9 * 32)).astype(np.float32)
+    dout_flat = rng.standard_normal((6 * 10 * 10, 300)).astype(np.float32).T
+    geometry = dict(kernel=(3, 3), stride=(2, 2), padding=(1, 1), dilation=(1, 1))
+    first = kernels.col2im_of_product(w_flat, dout_flat, (6, 32, 20, 20), **geometry)
+    again = kernels.col2im_of_product(w_flat, dout_flat, (6, 32, 20, 20), **geometry)
+    np.testing.assert_array_equal(first, again)

@@ -33,6 +33,7 @@ _FLOAT32 = np.dtype(np.float32)
 SKINNY = 16  # products with fewer output columns than this run transposed (see matmul)
 _state: dict[str, object] = {}  # "sgemm", "omp_set", "omp_get": loaded functions, or None
 _local = threading.local()  # .owned: one of the library's threads, its OpenMP size set to 1
+_load_lock = threading.Lock()
 
 
 def _find_dnnl() -> str | None:
@@ -49,18 +50,27 @@ def _find_dnnl() -> str | None:
 
 
 def _load() -> None:
-    """Load oneDNN's sgemm and libgomp's omp_set_num_threads once (None if unavailable)."""
-    _state["sgemm"] = _state["omp_set"] = _state["omp_get"] = None
+    """Load oneDNN's sgemm and libgomp's thread-count functions, once, under a lock: the
+    first products may come from several threads at once, and none may see a half-made
+    state (it would send that call to NumPy, with NumPy's rounding)."""
+    with _load_lock:
+        if "sgemm" not in _state:
+            _state.update(_loaded())
+
+
+def _loaded() -> dict[str, object]:
+    """The functions _state holds: oneDNN's where it can be loaded, else None each."""
+    none: dict[str, object] = {"sgemm": None, "omp_set": None, "omp_get": None}
     if os.environ.get("TINYGRAD_CONV_GEMM", "").lower() == "numpy":
-        return
+        return none
     path = _find_dnnl()
     if path is None:
-        return
+        return none
     try:
         dnnl = ctypes.CDLL(path)
         omp = ctypes.CDLL("libgomp.so.1")  # the OpenMP runtime libdnnl is linked against
     except OSError:
-        return
+        return none
     sgemm = dnnl.dnnl_sgemm
     # transposition flags as bytes (ord of "N"/"T"): converting a c_char costs ~1 µs a call
     sgemm.argtypes = [ctypes.c_byte, ctypes.c_byte, ctypes.c_int64, ctypes.c_int64,
@@ -70,8 +80,8 @@ def _load() -> None:
     sgemm.restype = ctypes.c_int
     omp.omp_set_num_threads.argtypes, omp.omp_set_num_threads.restype = [ctypes.c_int], None
     omp.omp_get_max_threads.argtypes, omp.omp_get_max_threads.restype = [], ctypes.c_int
-    _state["sgemm"] = sgemm
-    _state["omp_set"], _state["omp_get"] = omp.omp_set_num_threads, omp.omp_get_max_threads
+    return {"sgemm": sgemm, "omp_set": omp.omp_set_num_threads,
+            "omp_get": omp.omp_get_max_threads}
 
 
 def own_thread() -> None:
