@@ -337,6 +337,10 @@ def col2im_of_product(w_flat: np.ndarray, dout_flat: np.ndarray,
     if _offset_major(c, kernel, stride, wo):
         return _col2im_of_product_offset_major(w_flat, dout_flat, x_shape, kernel, stride,
                                                padding, dilation)
+    grid = (x_shape[2] + 2 * padding[0]) * (x_shape[3] + 2 * padding[1])
+    if tuple(stride) == (1, 1) and grid <= MAX_GRID_GROWTH * ho * wo:
+        return _col2im_of_product_stride1(w_flat, dout_flat, x_shape, kernel, padding,
+                                          dilation)
     dtype = np.result_type(w_flat, dout_flat)
     dxp = _padded_zeros(x_shape, padding, 1, dtype)
     pixels = dout_flat.T.reshape(n, ho * wo, -1)  # (N, H'*W', F)
@@ -358,6 +362,52 @@ def col2im_of_product(w_flat: np.ndarray, dout_flat: np.ndarray,
     with blas_single_threaded():
         over_batch(work, n, n * ho * wo * c * kh * kw)
     return _unpad(dxp, x_shape, padding)
+
+
+# _col2im_of_product_stride1 multiplies dout laid out on the padded input's grid: worth it
+# while that grid is at most this much bigger than the output (measured with oneDNN: 10%
+# faster at 56x56, 1.07x the pixels; 5% at 28x28, 1.15x; 10% slower at 14x14, 1.31x)
+MAX_GRID_GROWTH = 1.2
+
+
+def _col2im_of_product_stride1(w_flat: np.ndarray, dout_flat: np.ndarray,
+                               x_shape: tuple[int, int, int, int], kernel: Pair, padding: Pair,
+                               dilation: Pair) -> np.ndarray:
+    """col2im_of_product for stride 1, with the adds done by the GEMMs themselves.
+
+    With stride 1, kernel offset (i, j) sends output pixel (y, x) to padded input pixel
+    (y + i*dh, x + j*dw). Lay dout out on the padded input's grid, (N, Hp, Wp, F) with zeros
+    beyond (H', W'): then that is one shift by s = i*dh*Wp + j*dw of the flattened pixel
+    index, and the offset's product block dout @ W_flat[:, block] can be accumulated (GEMM
+    beta = 1) straight into rows s, s+1, ... of the padded dX. The zero rows add nothing;
+    trimming each block's trailing zero rows keeps its writes inside its own images.
+    """
+    (n, c, h, w), (kh, kw), (ph, pw), (dh, dw) = x_shape, kernel, padding, dilation
+    ho, wo = _out_hw(x_shape, kernel, (1, 1), padding, dilation)
+    hp, wp = h + 2 * ph, w + 2 * pw
+    per_image = hp * wp  # rows of one image on the padded grid
+    dtype = np.result_type(w_flat, dout_flat)
+    f = dout_flat.shape[0]
+    dxp = np.zeros((n * per_image, c), dtype)
+    pixels = dout_flat.T.reshape(n, ho, wo, f)  # a view of channels-last dout
+    images = max(1, BLOCK_BYTES // (per_image * (f + c) * dtype.itemsize))
+    shifts = [(i * dh * wp + j * dw, (i * kw + j) * c) for i in range(kh) for j in range(kw)]
+
+    def work(s: slice) -> None:
+        grid = np.zeros((min(images, s.stop - s.start), hp, wp, f), dtype)  # zero borders
+        for first_image in range(s.start, s.stop, images):
+            m = min(images, s.stop - first_image)
+            np.copyto(grid[:m, :ho, :wo], pixels[first_image:first_image + m])
+            used = (m - 1) * per_image + (ho - 1) * wp + wo  # up to the last real pixel
+            rows = grid[:m].reshape(-1, f)[:used]
+            start = first_image * per_image
+            for shift, first in shifts:
+                gemm.matmul(rows, w_flat[:, first:first + c],
+                            out=dxp[start + shift:start + shift + used], accumulate=True)
+
+    with blas_single_threaded():
+        over_batch(work, n, n * ho * wo * c * kh * kw)
+    return _unpad(dxp.reshape(n, hp, wp, c), x_shape, padding)
 
 
 def _col2im_of_product_offset_major(w_flat: np.ndarray, dout_flat: np.ndarray,
