@@ -212,7 +212,8 @@ def _propagate(op: Op, g: Tensor, pending: dict[int, Tensor], retain_graph: bool
     for parent, pg in zip(op.inputs, input_grads):
         if pg is None or not parent.requires_grad:
             continue
-        pg = sum_to_shape(pg, parent.shape)
+        if pg.shape != parent.shape:
+            pg = sum_to_shape(pg, parent.shape)
         key = id(parent)
         pending[key] = pg if key not in pending else pending[key] + pg
 

@@ -152,9 +152,8 @@ def _class_targets(name: str, scores: Tensor, target: Any) -> np.ndarray:
             f"{scores.shape}, got {t.shape}"
         )
     k = scores.shape[1]
-    bad = (t < 0) | (t >= k)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
+    if t.size and (t.min() < 0 or t.max() >= k):  # two reductions; the mask only on error
+        i = int(np.flatnonzero((t < 0) | (t >= k))[0])
         raise IndexError(
             f"{name}: target[{i}] = {int(t[i])} is out of range for {k} classes (0..{k - 1})"
         )

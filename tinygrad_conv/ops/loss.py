@@ -21,9 +21,29 @@ class LogSoftmax(Op):
         return _log_softmax_array(x, self.attrs["axis"])
 
     def backward(self, g):
-        # d/dx log_softmax: g - softmax * sum(g)
-        softmax = self.output().exp()
-        return (g - softmax * reduce_sum(g, self.attrs["axis"], keepdims=True),)
+        return (LogSoftmaxBackward(axis=self.attrs["axis"]).apply(g, self.output()),)
+
+
+@register("log_softmax_backward")
+class LogSoftmaxBackward(Op):
+    """d/dx of log_softmax for upstream g, from its output y: g - exp(y) * sum(g).
+
+    One op instead of four (exp, sum, mul, sub). Its own backward, for upstream u, with
+    s = exp(y): d/dg = u - sum(u * s), d/dy = -u * s * sum(g) (sums along the axis).
+    """
+
+    def forward(self, g, y):
+        axis = self.attrs["axis"]
+        return g - np.exp(y) * g.sum(axis=axis, keepdims=True)
+
+    def backward(self, u):
+        g, y = self.inputs
+        axis = self.attrs["axis"]
+        s = y.exp()
+        du_s = u * s
+        grad_g = u - reduce_sum(du_s, axis, keepdims=True) if self.needs_grad[0] else None
+        grad_y = -du_s * reduce_sum(g, axis, keepdims=True) if self.needs_grad[1] else None
+        return grad_g, grad_y
 
 
 @register("softmax")
