@@ -147,12 +147,9 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None,
     ``out`` is returned. Operands may be any 2-D views; float32 ones whose rows or columns
     are contiguous are read in place.
     """
-    if "sgemm" not in _state:
-        _load()
-    sgemm = _state["sgemm"]
     (m, k), n = a.shape, b.shape[1]
-    usable = (sgemm is not None and a.dtype == _FLOAT32 and b.dtype == _FLOAT32 and m and n
-              and k and (out is None or (out.dtype == _FLOAT32 and out.shape == (m, n))))
+    usable = (not on_numpy(a, b) and m and n and k
+              and (out is None or (out.dtype == _FLOAT32 and out.shape == (m, n))))
     if not usable:
         return _numpy_matmul(a, b, out, accumulate)
     if getattr(_local, "owned", False):

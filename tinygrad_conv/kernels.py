@@ -223,9 +223,8 @@ def im2col_matmul(x: np.ndarray, w_flat: np.ndarray, bias: np.ndarray | None, ke
     ``im2col_grad_weight`` to make the same blocks from (with the row of ones, if any: then
     its product with dout also gives the bias gradient).
     """
-    fold_bias = bias is not None and _offset_major(x.shape[1], kernel, stride,
-                                                   _out_hw(x.shape, kernel, stride, padding,
-                                                           dilation)[1])
+    fold_bias = bias is not None and _bias_rides_along(x.shape, kernel, stride, padding,
+                                                       dilation)
     columns = Columns(x, kernel, stride, padding, dilation, ones_row=fold_bias)
     if fold_bias:
         w_flat, bias = np.concatenate([w_flat, bias[:, None].astype(w_flat.dtype)], axis=1), None
@@ -263,13 +262,13 @@ def im2col_grad_weight(dout_flat: np.ndarray, x: np.ndarray, kernel: Pair, strid
     than one per block: 0.07 ms against 0.5 ms for 64x64x14x14).
     """
     if columns is None:
-        c, out_hw = x.shape[1], _out_hw(x.shape, kernel, stride, padding, dilation)
-        ones_row = bias and _offset_major(c, kernel, stride, out_hw[1])
+        ones_row = bias and _bias_rides_along(x.shape, kernel, stride, padding, dilation)
         columns = Columns(x, kernel, stride, padding, dilation, ones_row=ones_row)
     n, pixels = len(x), columns.pixels
     images = columns.images_per_block(x.dtype.itemsize)
     dtype = np.result_type(dout_flat, x)
     sums: dict[int, np.ndarray] = {}  # by first image: added in a fixed order
+    step = inner_block()  # rows per GEMM call (see parallel.INNER_BLOCK)
 
     def work(s: slice) -> None:
         columns.fill(s)
@@ -279,7 +278,6 @@ def im2col_grad_weight(dout_flat: np.ndarray, x: np.ndarray, kernel: Pair, strid
             part = slice(first, min(first + images, s.stop))
             rows = columns.rows(part, scratch)
             block = dout_flat[:, part.start * pixels:part.stop * pixels]
-            step = inner_block()  # rows per GEMM call (see parallel.INNER_BLOCK)
             for first_row in range(0, len(rows), step):
                 inner = slice(first_row, first_row + step)
                 gemm.matmul(block[:, inner], rows[inner], out=total, accumulate=True)
@@ -292,6 +290,13 @@ def im2col_grad_weight(dout_flat: np.ndarray, x: np.ndarray, kernel: Pair, strid
     if not columns.ones_row:
         return dw, None
     return dw[:, :-1], (dw[:, -1].copy() if bias else None)
+
+
+def _bias_rides_along(x_shape: tuple[int, ...], kernel: Pair, stride: Pair, padding: Pair,
+                      dilation: Pair) -> bool:
+    """Whether X_col of x carries a row of ones for the bias (its offset-major kind)."""
+    out_w = _out_hw(x_shape, kernel, stride, padding, dilation)[1]
+    return _offset_major(x_shape[1], kernel, stride, out_w)
 
 
 def _offset_major(channels: int, kernel: Pair, stride: Pair, out_w: int) -> bool:

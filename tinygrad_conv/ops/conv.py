@@ -24,8 +24,7 @@ import numpy as np
 from .. import kernels, parallel
 from ..engine import Op, register
 from ..tensor import Tensor
-from .movement import broadcast_to, reshape
-from .reduce import _sum_outer_axes
+from .reduce import _expand_back, _sum_outer_axes
 
 
 def _geometry(attrs: dict[str, Any]) -> dict[str, Any]:
@@ -74,9 +73,8 @@ class Conv2d(Op):
         wants_db = len(self.inputs) == 3 and self.needs_grad[2]
         gw, db_summed = None, None
         if self.needs_grad[1]:
-            op = Conv2dGradWeight(**_conv_settings(self.attrs), w_shape=tuple(w.shape))
-            op.x_col, op.dout_flat = getattr(self, "x_col", None), g_flat
-            op.padded_x, op.bias_wanted = getattr(self, "padded_x", None), wants_db
+            op = _grad_weight_op(w.shape, self.attrs, getattr(self, "x_col", None), g_flat,
+                                 getattr(self, "padded_x", None), bias_wanted=wants_db)
             gw = op.apply(g, x)
             db_summed = op.__dict__.pop("bias_grad", None)  # summed in dW's pass, if it was
         grads = (gx, gw)
@@ -163,8 +161,7 @@ class Conv2dGradBias(Op):
         return dout.sum(axis=(0, 2, 3)) if fast is None else fast
 
     def backward(self, gg):
-        dout = self.inputs[0]
-        return (broadcast_to(reshape(gg, (1, -1, 1, 1)), dout.shape),)
+        return (_expand_back(gg, self.inputs[0].shape, (0, 2, 3), keepdims=False),)
 
 
 def conv2d_grad_bias(dout: Tensor, summed: np.ndarray | None = None) -> Tensor:
@@ -207,9 +204,18 @@ def conv2d_grad_weight(dout: Tensor, x: Tensor, w_shape: tuple[int, ...],
     its padded input (grouped and ungrouped convs respectively); ``dout_flat`` as in
     :func:`conv2d_grad_input`.
     """
+    return _grad_weight_op(w_shape, settings, x_col, dout_flat, padded_x).apply(dout, x)
+
+
+def _grad_weight_op(w_shape: tuple[int, ...], settings: dict[str, Any],
+                    x_col: np.ndarray | None, dout_flat: np.ndarray | None,
+                    padded_x: kernels.Columns | None,
+                    bias_wanted: bool = False) -> Conv2dGradWeight:
+    """A conv2d_grad_weight op handed what the caller has already (see conv2d_grad_weight);
+    with ``bias_wanted`` it leaves db in ``op.bias_grad`` where dW's pass can make it."""
     op = Conv2dGradWeight(**_conv_settings(settings), w_shape=tuple(w_shape))
-    op.x_col, op.dout_flat, op.padded_x = x_col, dout_flat, padded_x
-    return op.apply(dout, x)
+    op.x_col, op.dout_flat, op.padded_x, op.bias_wanted = x_col, dout_flat, padded_x, bias_wanted
+    return op
 
 
 def check_conv2d_args(x: Tensor, w: Tensor, b: Tensor | None, stride: tuple[int, int],
