@@ -205,3 +205,16 @@ def test_other_functional_errors():
         F.batch_norm(tc.ones(1, 3), np.zeros(3), np.ones(3), training=True)
     with raises(ValueError, "batch_norm", "running"):
         F.batch_norm(tc.ones(2, 3), None, None, training=False)
+
+
+def test_conv2d_checks_hold_on_every_call_with_the_same_shapes():
+    # the shape checks are cached per shapes: a bad call must fail each time, and a good
+    # call after it (same shapes as an earlier good one) must still give the right settings
+    w = tc.ones(4, 3, 3, 3, requires_grad=True)
+    good = F.conv2d(tc.ones(1, 3, 5, 5), w, padding=1)
+    for _ in range(2):
+        with raises(ValueError, "conv2d", "3 channels"):
+            F.conv2d(tc.ones(1, 3, 5, 5), tc.ones(4, 2, 3, 3))
+    again = F.conv2d(tc.ones(1, 3, 5, 5), w, padding=1)
+    assert again.shape == good.shape == (1, 4, 5, 5)
+    assert again.op.attrs == good.op.attrs and again.op.attrs is not good.op.attrs

@@ -92,6 +92,9 @@ class Op:
     """
 
     name = "op"
+    # the graph's links live in slots; whatever a forward saves for its backward goes to
+    # the instance __dict__, which release() empties
+    __slots__ = ("attrs", "inputs", "needs_grad", "scope", "released", "_output", "__dict__")
 
     def __init__(self, **attrs: Any) -> None:
         self.attrs = attrs
@@ -132,13 +135,9 @@ class Op:
             out.op = self
         return out
 
-    _KEPT = frozenset({"attrs", "inputs", "needs_grad", "scope", "released", "_output"})
-
     def release(self) -> None:
         """Free what forward saved for backward; a later backward through this op raises."""
-        saved = self.__dict__
-        for key in [k for k in saved if k not in Op._KEPT]:
-            del saved[key]
+        self.__dict__.clear()
         self.released = True
 
     def __repr__(self) -> str:

@@ -37,6 +37,10 @@ class Tensor:
     Float data becomes float32 unless ``dtype`` says otherwise; integer data stays integer.
     """
 
+    # slots: a step makes dozens of tensors, and compact ones are cheaper to make and reach;
+    # __dict__ keeps arbitrary attributes working, __weakref__ lets ops point at outputs
+    __slots__ = ("data", "grad", "op", "_hooks", "_retains_grad", "requires_grad",
+                 "__dict__", "__weakref__")
     __array_ufunc__ = None  # make `ndarray + Tensor` call Tensor.__radd__
     __hash__ = object.__hash__  # __eq__ is elementwise, so hash by identity
 

@@ -163,7 +163,8 @@ class _Pool2d(Module):
 
     def _checked(self, x: Any) -> Tensor:
         x = as_tensor(x)
-        _require_4d(f"{type(self).__name__}({self.extra_repr()})", x)
+        if x.ndim != 4:  # the layer's name is formatted only for the error
+            _require_4d(f"{type(self).__name__}({self.extra_repr()})", x)
         return x
 
 

@@ -17,6 +17,7 @@ made of conv2d and the other backward op: that is what gives second derivatives.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -222,19 +223,30 @@ def check_conv2d_args(x: Tensor, w: Tensor, b: Tensor | None, stride: tuple[int,
                       padding: tuple[int, int], dilation: tuple[int, int],
                       groups: int) -> dict[str, Any]:
     """Validate conv2d's arguments; return the op's settings (with the output size)."""
-    if x.ndim != 4:
-        raise ValueError(f"conv2d: expected a 4-D input (N, C, H, W), got shape {x.shape}")
-    if w.ndim != 4:
-        raise ValueError(
-            f"conv2d: expected a 4-D weight (F, C/groups, HH, WW), got shape {w.shape}"
-        )
     for label, t in (("input", x), ("weight", w)):
         if t.dtype.kind != "f":
             raise TypeError(f"conv2d: {label} must be float, got dtype {t.dtype}; use .float()")
     if not isinstance(groups, (int, np.integer)) or groups < 1:
         raise ValueError(f"conv2d: groups must be a positive int, got {groups!r}")
-    n, c, h, wd = x.shape
-    f, c_per_group, kh, kw = w.shape
+    b_shape = None if b is None else b.shape
+    return dict(_conv2d_settings(x.shape, w.shape, b_shape, stride, padding, dilation,
+                                 int(groups)))
+
+
+@functools.lru_cache(maxsize=256)  # a model calls it with the same few shapes every step
+def _conv2d_settings(x_shape: tuple[int, ...], w_shape: tuple[int, ...],
+                     b_shape: tuple[int, ...] | None, stride: tuple[int, int],
+                     padding: tuple[int, int], dilation: tuple[int, int],
+                     groups: int) -> dict[str, Any]:
+    """check_conv2d_args's shape checks and settings (callers copy the returned dict)."""
+    if len(x_shape) != 4:
+        raise ValueError(f"conv2d: expected a 4-D input (N, C, H, W), got shape {x_shape}")
+    if len(w_shape) != 4:
+        raise ValueError(
+            f"conv2d: expected a 4-D weight (F, C/groups, HH, WW), got shape {w_shape}"
+        )
+    n, c, h, wd = x_shape
+    f, c_per_group, kh, kw = w_shape
     if c % groups or f % groups:
         raise ValueError(
             f"conv2d: groups={groups} must divide both the input channels ({c}) and the "
@@ -242,12 +254,12 @@ def check_conv2d_args(x: Tensor, w: Tensor, b: Tensor | None, stride: tuple[int,
         )
     if c_per_group * groups != c:
         raise ValueError(
-            f"conv2d: input of shape {x.shape} has {c} channels but weight of shape {w.shape} "
+            f"conv2d: input of shape {x_shape} has {c} channels but weight of shape {w_shape} "
             f"expects {c_per_group * groups} (weight.shape[1] * groups = {c_per_group} * "
             f"{groups}); expected input (N, {c_per_group * groups}, H, W)"
         )
-    if b is not None and b.shape != (f,):
-        raise ValueError(f"conv2d: bias must have shape ({f},) for weight {w.shape}, got {b.shape}")
+    if b_shape is not None and b_shape != (f,):
+        raise ValueError(f"conv2d: bias must have shape ({f},) for weight {w_shape}, got {b_shape}")
     if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
         raise ValueError(
             f"conv2d: stride and dilation must be >= 1 and padding >= 0, got stride={stride}, "
@@ -258,7 +270,7 @@ def check_conv2d_args(x: Tensor, w: Tensor, b: Tensor | None, stride: tuple[int,
     if span[0] > padded[0] or span[1] > padded[1]:
         raise ValueError(
             f"conv2d: kernel {kh}x{kw} (dilation {dilation}, so spanning {span[0]}x{span[1]}) "
-            f"is larger than the padded input {padded[0]}x{padded[1]} (input {x.shape}, "
+            f"is larger than the padded input {padded[0]}x{padded[1]} (input {x_shape}, "
             f"padding {padding})"
         )
     out_hw = tuple(
@@ -266,4 +278,4 @@ def check_conv2d_args(x: Tensor, w: Tensor, b: Tensor | None, stride: tuple[int,
         for s, k, st, p, d in zip((h, wd), (kh, kw), stride, padding, dilation)
     )
     return dict(kernel=(kh, kw), stride=stride, padding=padding, dilation=dilation,
-                groups=int(groups), out_hw=out_hw)
+                groups=groups, out_hw=out_hw)
