@@ -10,7 +10,7 @@ import pytest
 
 import tinygrad_conv as tc
 import tinygrad_conv.functional as F
-from tinygrad_conv import kernels, naive, parallel
+from tinygrad_conv import gemm, kernels, naive, parallel
 
 
 @pytest.fixture
@@ -155,3 +155,28 @@ def test_flat_pixels_is_a_view_of_channels_last_memory_and_right_for_any_layout(
         flat = kernels.flat_pixels(y)
         np.testing.assert_array_equal(flat, y.transpose(1, 0, 2, 3).reshape(5, -1), err_msg=name)
         assert np.shares_memory(flat, y) == (name == "channels last"), name
+
+
+@pytest.mark.parametrize("gemm_backend", ["installed", "numpy"])
+def test_blas_left_alone_for_products_that_onednn_runs(monkeypatch, gemm_backend):
+    """Given the products' dtype, BLAS is held only if NumPy's BLAS will compute them."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    blas = threadpoolctl.ThreadpoolController().select(user_api="blas")
+    if not blas.lib_controllers:
+        pytest.skip("no BLAS library that threadpoolctl can control")
+    monkeypatch.setenv("TINYGRAD_CONV_THREADS", "2")
+    if gemm_backend == "numpy":
+        monkeypatch.setenv("TINYGRAD_CONV_GEMM", "numpy")
+    monkeypatch.setattr(gemm, "_state", {})  # load again under this environment
+    float32_held = gemm.backend() == "numpy"
+
+    def counts() -> list[int]:
+        return [lib.get_num_threads() for lib in blas.lib_controllers]
+
+    with blas.limit(limits=2):
+        before = counts()
+        with parallel.blas_single_threaded(np.dtype(np.float64)):
+            assert counts() == [1] * len(before)
+        with parallel.blas_single_threaded(np.dtype(np.float32)):
+            assert counts() == ([1] * len(before) if float32_held else before)
+        assert counts() == before

@@ -119,15 +119,19 @@ class Op:
 
     def apply(self, *inputs: Any) -> Tensor:
         """Run the forward on ``inputs`` (Tensors or array-likes) and record it in the graph."""
-        # list comprehensions, not generators: this runs for every op (a few µs each)
-        tensors = tuple([x if isinstance(x, Tensor) else Tensor(x) for x in inputs])
-        needs_grad = [t.requires_grad for t in tensors]
-        record = _state["grad_enabled"] and any(needs_grad)
-        self.needs_grad = tuple(needs_grad) if record else (False,) * len(tensors)
+        # list comprehensions, not generators, and no helper calls: this runs for every op
+        tensors = inputs
+        for x in inputs:
+            if not isinstance(x, Tensor):
+                tensors = tuple([x if isinstance(x, Tensor) else Tensor(x) for x in inputs])
+                break
+        needs_grad = tuple([t.requires_grad for t in tensors])
+        record = _state["grad_enabled"] and True in needs_grad
+        self.needs_grad = needs_grad if record else (False,) * len(tensors)
         out_array = self.forward(*[t.data for t in tensors])
         if type(out_array) is not np.ndarray:  # full reductions give NumPy scalars
             out_array = np.asarray(out_array)
-        out = Tensor._from_array(out_array, requires_grad=record)
+        out = Tensor._from_array(out_array, record)
         if record:
             self.inputs = tensors
             self.scope = tuple(_module_stack)
@@ -192,13 +196,15 @@ def run_backward(root: Tensor, grad: Tensor, retain_graph: bool, create_graph: b
                 replaced = hook(g)
                 if replaced is not None:
                     g = replaced
-            if node.op is None or node._retains_grad:
+            op = node.op
+            if op is None or node._retains_grad:
                 _accumulate_into_grad(node, g, create_graph, handed_out)
-            if node.op is not None:
-                _propagate(node.op, g, pending, retain_graph)
+            if op is not None:
+                _propagate(op, g, pending, retain_graph)
 
 
 def _propagate(op: Op, g: Tensor, pending: dict[int, Tensor], retain_graph: bool) -> None:
+    """Run ``op``'s backward for upstream ``g`` and add each input's grad into ``pending``."""
     if op.released:
         raise RuntimeError(
             f"Trying to backward through the graph a second time (op {op.name!r}): its saved "
@@ -211,10 +217,11 @@ def _propagate(op: Op, g: Tensor, pending: dict[int, Tensor], retain_graph: bool
     for parent, pg in zip(op.inputs, input_grads):
         if pg is None or not parent.requires_grad:
             continue
-        if pg.shape != parent.shape:
+        if pg.data.shape != parent.data.shape:
             pg = sum_to_shape(pg, parent.shape)
         key = id(parent)
-        pending[key] = pg if key not in pending else pending[key] + pg
+        earlier = pending.get(key)
+        pending[key] = pg if earlier is None else earlier + pg
 
 
 def _accumulate_into_grad(node: Tensor, g: Tensor, create_graph: bool,

@@ -104,6 +104,11 @@ def on_numpy(a: np.ndarray, b: np.ndarray) -> bool:
     return backend() == "numpy" or a.dtype != _FLOAT32 or b.dtype != _FLOAT32
 
 
+def dtype_on_numpy(dtype: np.dtype) -> bool:
+    """Whether products of two ``dtype`` operands go to NumPy's BLAS (see on_numpy)."""
+    return backend() == "numpy" or dtype != _FLOAT32
+
+
 _N, _T = ord("N"), ord("T")
 
 

@@ -243,7 +243,7 @@ def im2col_matmul(x: np.ndarray, w_flat: np.ndarray, bias: np.ndarray | None, ke
             if bias is not None:
                 out[rows] += bias
 
-    with blas_single_threaded():
+    with blas_single_threaded(np.result_type(x, w_flat)):
         over_batch(work, n, n * pixels * columns.k)
     return out, columns.done_filling()
 
@@ -283,7 +283,7 @@ def im2col_grad_weight(dout_flat: np.ndarray, x: np.ndarray, kernel: Pair, strid
                 gemm.matmul(block[:, inner], rows[inner], out=total, accumulate=True)
         sums[s.start] = total
 
-    with blas_single_threaded():
+    with blas_single_threaded(np.result_type(dout_flat, x)):
         over_batch(work, n, n * pixels * columns.k)
     ordered = [sums[first] for first in sorted(sums)]
     dw = sum(ordered[1:], ordered[0])
@@ -364,7 +364,7 @@ def col2im_of_product(w_flat: np.ndarray, dout_flat: np.ndarray,
                     target = window(dxp[part], i, j, (ho, wo), stride, dilation)
                     np.add(target, out.reshape(target.shape), out=target)
 
-    with blas_single_threaded():
+    with blas_single_threaded(dtype):
         over_batch(work, n, n * ho * wo * c * kh * kw)
     return _unpad(dxp, x_shape, padding)
 
@@ -410,7 +410,7 @@ def _col2im_of_product_stride1(w_flat: np.ndarray, dout_flat: np.ndarray,
                 gemm.matmul(rows, w_flat[:, first:first + c],
                             out=dxp[start + shift:start + shift + used], accumulate=True)
 
-    with blas_single_threaded():
+    with blas_single_threaded(dtype):
         over_batch(work, n, n * ho * wo * c * kh * kw)
     return _unpad(dxp.reshape(n, hp, wp, c), x_shape, padding)
 
@@ -439,7 +439,7 @@ def _col2im_of_product_offset_major(w_flat: np.ndarray, dout_flat: np.ndarray,
                     target = target.transpose(3, 0, 1, 2)  # (C, images, H', W')
                     np.add(target, block[i, j], out=target)
 
-    with blas_single_threaded():
+    with blas_single_threaded(dtype):
         over_batch(work, n, n * ho * wo * c * kh * kw)
     return dxp[:, :, ph:ph + h, pw:pw + w]
 

@@ -89,14 +89,16 @@ def _blas() -> list:
 
 
 @contextmanager
-def blas_single_threaded() -> Iterator[None]:
+def blas_single_threaded(dtype: np.dtype | None = None) -> Iterator[None]:
     """Hold the BLAS libraries to one thread inside the block (when we split work ourselves).
 
-    With ``thread_count() == 1`` nothing changes. Nested use is fine: each level restores
-    what it found. The setting is process-wide: BLAS calls that other threads make inside
-    the block also run on one thread.
+    ``dtype`` is that of the products the block runs, if known: when ``gemm`` sends them to
+    oneDNN (float32), NumPy's BLAS is not called and nothing changes. So too with
+    ``thread_count() == 1``. Nested use is fine: each level restores what it found. The
+    setting is process-wide: BLAS calls that other threads make inside the block also run
+    on one thread.
     """
-    if thread_count() == 1:
+    if thread_count() == 1 or (dtype is not None and not gemm.dtype_on_numpy(dtype)):
         yield
         return
     saved = [(lib, lib.get_num_threads()) for lib in _blas()]
@@ -118,22 +120,26 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     along K and the partial products are added; otherwise the larger of M and N is split,
     each thread writing its own rows or columns of the result.
     """
-    (m, k), n = a.shape, b.shape[1]
     threads = thread_count()
-    if threads == 1 or m * n * k < MIN_GEMM_WORK:
-        if not gemm.on_numpy(a, b):
-            return gemm.matmul(a, b)
-        with blas_single_threaded():
-            return gemm.matmul(a, b)
+    if not gemm.on_numpy(a, b):  # oneDNN: NumPy's BLAS threads are not involved
+        return _split_matmul(a, b, threads)
     with blas_single_threaded():
-        if k >= 4 * max(m, n):
-            return _split_inner(a, b, threads)
-        out = np.empty((m, n), np.result_type(a, b))
-        if m >= n:
-            over_batch(lambda s: gemm.matmul(a[s], b, out=out[s]), m, MIN_ELEMENTS)
-        else:
-            over_batch(lambda s: gemm.matmul(a, b[:, s], out=out[:, s]), n, MIN_ELEMENTS)
-        return out
+        return _split_matmul(a, b, threads)
+
+
+def _split_matmul(a: np.ndarray, b: np.ndarray, threads: int) -> np.ndarray:
+    """parallel.matmul's product, with BLAS already held to one thread where it matters."""
+    (m, k), n = a.shape, b.shape[1]
+    if threads == 1 or m * n * k < MIN_GEMM_WORK:
+        return gemm.matmul(a, b)
+    if k >= 4 * max(m, n):
+        return _split_inner(a, b, threads)
+    out = np.empty((m, n), np.result_type(a, b))
+    if m >= n:
+        over_batch(lambda s: gemm.matmul(a[s], b, out=out[s]), m, MIN_ELEMENTS)
+    else:
+        over_batch(lambda s: gemm.matmul(a, b[:, s], out=out[:, s]), n, MIN_ELEMENTS)
+    return out
 
 
 def inner_block() -> int:

@@ -110,7 +110,10 @@ class Module:
             object.__setattr__(self, name, value)
 
     def __getattr__(self, name: str) -> Any:
-        for kind in ("_parameters", "_buffers", "_modules"):
+        params = self.__dict__.get("_parameters")  # layers read their weights every call
+        if params is not None and name in params:
+            return params[name]
+        for kind in ("_buffers", "_modules"):
             registry = self.__dict__.get(kind, {})
             if name in registry:
                 return registry[name]

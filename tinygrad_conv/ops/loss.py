@@ -6,6 +6,7 @@ import numpy as np
 
 from ..engine import Op, register
 from ..tensor import Tensor
+from .elementwise import Mul
 from .reduce import sum as reduce_sum
 
 
@@ -74,7 +75,8 @@ class NLLLoss(Op):
     def backward(self, g):
         if self.attrs["reduction"] == "none":
             g = g.unsqueeze(-1)
-        return (g * Tensor._from_array(self.weights),)
+        # the shapes broadcast by construction: Mul directly, without mul's operand checks
+        return (Mul().apply(g, Tensor._from_array(self.weights)),)
 
 
 @register("dropout")
