@@ -90,13 +90,19 @@ def test_pool_other_bad_arguments(name):
 # ---- losses ----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.int8, np.uint8])
 @pytest.mark.parametrize("loss", ["cross_entropy", "nll_loss"])
-def test_class_index_out_of_range(loss):
+def test_class_index_out_of_range(loss, dtype):
     fn = getattr(F, loss)
     with raises(IndexError, loss, "target[1] = 5", "4 classes"):
-        fn(tc.ones(3, 4), np.array([0, 5, 1]))
-    with raises(IndexError, loss, "target[2] = -1", "4 classes"):
-        fn(tc.ones(3, 4), np.array([0, 1, -1]))
+        fn(tc.ones(3, 4), np.array([0, 5, 1], dtype))
+    if np.dtype(dtype).kind == "i":
+        with raises(IndexError, loss, "target[2] = -1", "4 classes"):
+            fn(tc.ones(3, 4), np.array([0, 1, -1], dtype))
+        strided = np.array([0, 9, -1, 9, 3, 9], dtype)[::2]  # a view, not contiguous
+        with raises(IndexError, loss, "target[1] = -1", "4 classes"):
+            fn(tc.ones(3, 4), strided)
+    assert np.isfinite(fn(tc.ones(3, 4), np.array([0, 3, 1], dtype)).item())  # in range: fine
 
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "nll_loss"])

@@ -439,6 +439,31 @@ def test_linear_forward_and_gradcheck(xshape, bias, rng):
         assert tc.gradcheck(F.linear, [x, wt])
 
 
+def test_linear_grad_weight_op_and_its_own_gradients(rng):
+    """linear_grad_weight(g, x) = g.T @ x, and its backward (x @ u.T, g @ u) by gradcheck."""
+    from tinygrad_conv.ops.linalg import LinearGradWeight
+
+    g, x = rng.standard_normal((5, 4)), rng.standard_normal((5, 3))
+    out = LinearGradWeight().apply(t64(g), t64(x))
+    np.testing.assert_allclose(out.data, g.T @ x, rtol=1e-12)
+    assert tc.gradcheck(lambda a, b: LinearGradWeight().apply(a, b), [t64(g), t64(x)])
+
+
+def test_linear_second_derivative_with_batch_dims(rng):
+    """Linear on (2, 4, 3) input: its backward reshapes to rows, so check d(grad)/d(inputs)."""
+    a, w, b = (t64(rng.standard_normal(s)) for s in ((2, 4, 3), (5, 3), (5,)))
+
+    def grad_norm(a, w, b):
+        v = tc.Tensor(np.random.default_rng(1).standard_normal((2, 4, 5)), dtype=np.float64)
+        (F.linear(a, w, b).tanh() * v).sum().backward(create_graph=True)
+        grads = [t.grad for t in (a, w, b)]
+        for t in (a, w, b):
+            t.grad = None
+        return sum((gr * gr).sum() for gr in grads)
+
+    assert tc.gradcheck(grad_norm, [a, w, b])
+
+
 def test_linear_gradients_closed_form(rng):
     a, w, b = rng.standard_normal((5, 3)), rng.standard_normal((4, 3)), rng.standard_normal(4)
     g = rng.standard_normal((5, 4))

@@ -152,7 +152,9 @@ def _class_targets(name: str, scores: Tensor, target: Any) -> np.ndarray:
             f"{scores.shape}, got {t.shape}"
         )
     k = scores.shape[1]
-    if t.size and (t.min() < 0 or t.max() >= k):  # two reductions; the mask only on error
+    # one reduction checks both ends: viewed unsigned, a negative index is larger than any k
+    unsigned = t.view(t.dtype.str.replace("i", "u")) if t.dtype.kind == "i" else t
+    if t.size and np.maximum.reduce(unsigned) >= k:  # the mask only on error
         i = int(np.flatnonzero((t < 0) | (t >= k))[0])
         raise IndexError(
             f"{name}: target[{i}] = {int(t[i])} is out of range for {k} classes (0..{k - 1})"

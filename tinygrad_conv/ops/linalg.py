@@ -1,4 +1,4 @@
-"""Matrix products: matmul and linear (x @ W.T + b as one op)."""
+"""Matrix products: matmul, and linear (x @ W.T + b as one op) with its weight gradient."""
 
 from __future__ import annotations
 
@@ -81,8 +81,26 @@ class Linear(Op):
         gx = MatMul().apply(g, w) if self.needs_grad[0] else None
         if gx is not None and gx.shape != self.inputs[0].shape:
             gx = reshape(gx, self.inputs[0].shape)
-        gw = MatMul().apply(_swap_last(g), x) if self.needs_grad[1] else None
+        gw = LinearGradWeight().apply(g, x) if self.needs_grad[1] else None
         grads = (gx, gw)
         if len(self.inputs) == 3:
             grads += (reduce_sum(g, 0) if self.needs_grad[2] else None,)
         return grads
+
+
+@register("linear_grad_weight")
+class LinearGradWeight(Op):
+    """dW = g.T @ x: upstream g (N, out) and input x (N, in) -> (out, in), one GEMM that
+    reads g transposed in place (no transposed copy, no separate transpose op).
+
+    Bilinear in (g, x); for upstream u (out, in): d/dg = x @ u.T, d/dx = g @ u.
+    """
+
+    def forward(self, g, x):
+        return parallel.matmul(g.T, x)
+
+    def backward(self, u):
+        g, x = self.inputs
+        grad_g = MatMul().apply(x, _swap_last(u)) if self.needs_grad[0] else None
+        grad_x = MatMul().apply(g, u) if self.needs_grad[1] else None
+        return grad_g, grad_x
