@@ -9,6 +9,7 @@ computation graph. ``run_backward`` walks it in reverse topological order.
 
 from __future__ import annotations
 
+import operator
 import weakref
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ _state = {"grad_enabled": True}
 _module_stack: list[Any] = []  # nn.Module.__call__ pushes itself here; ops record the stack
 
 OPS: dict[str, type[Op]] = {}
+_data, _requires_grad = operator.attrgetter("data"), operator.attrgetter("requires_grad")
 
 
 def is_grad_enabled() -> bool:
@@ -119,16 +121,17 @@ class Op:
 
     def apply(self, *inputs: Any) -> Tensor:
         """Run the forward on ``inputs`` (Tensors or array-likes) and record it in the graph."""
-        # list comprehensions, not generators, and no helper calls: this runs for every op
+        # this runs for every op: attribute reads go through C getters (map, attrgetter),
+        # not comprehensions, each of which would be a Python call of its own
         tensors = inputs
         for x in inputs:
             if not isinstance(x, Tensor):
                 tensors = tuple([x if isinstance(x, Tensor) else Tensor(x) for x in inputs])
                 break
-        needs_grad = tuple([t.requires_grad for t in tensors])
+        needs_grad = tuple(map(_requires_grad, tensors))
         record = _state["grad_enabled"] and True in needs_grad
         self.needs_grad = needs_grad if record else (False,) * len(tensors)
-        out_array = self.forward(*[t.data for t in tensors])
+        out_array = self.forward(*map(_data, tensors))
         if type(out_array) is not np.ndarray:  # full reductions give NumPy scalars
             out_array = np.asarray(out_array)
         out = Tensor._from_array(out_array, record)

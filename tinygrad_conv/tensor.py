@@ -6,6 +6,7 @@ lives in ``tinygrad_conv.ops``; graph recording and the backward walk live in ``
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -63,21 +64,12 @@ class Tensor:
         return t
 
     # ---- attributes -------------------------------------------------------------------
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.data.shape
-
-    @property
-    def ndim(self) -> int:
-        return self.data.ndim
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.data.dtype
-
-    @property
-    def size(self) -> int:
-        return self.data.size
+    # the array's own attributes, read through C getters (no Python call per read: the
+    # engine and the layers read shapes for every op)
+    shape = property(operator.attrgetter("data.shape"), doc="The array's shape (a tuple).")
+    ndim = property(operator.attrgetter("data.ndim"), doc="The number of dimensions.")
+    dtype = property(operator.attrgetter("data.dtype"), doc="The array's NumPy dtype.")
+    size = property(operator.attrgetter("data.size"), doc="The number of elements.")
 
     @property
     def parents(self) -> tuple[Tensor, ...]:
