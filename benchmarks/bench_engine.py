@@ -24,6 +24,7 @@ import common
 
 CHAIN_OPS = 10_000
 PROFILE_BATCHES = (64, 128)
+SPLIT_STEPS_PER_REPEAT = 10  # a step's split varies by +-1% of the step: median over many
 ENGINE_TARGET = 0.05  # engine overhead as a share of a step, at most
 
 # --------------------------------------------------------------------------- (a) tiny ops
@@ -202,7 +203,11 @@ class Split:
 
 
 def split_step(batch: int, args, np) -> Split:
-    """Time a step plainly, then instrumented: op forwards, optimizer, and the rest."""
+    """Time a step plainly, then instrumented: op forwards, optimizer, and the rest.
+
+    The instrumented step runs ``SPLIT_STEPS_PER_REPEAT * args.repeats`` times; the split
+    is the median over those steps.
+    """
     import bench_step
 
     model, opt = bench_step.make_ours("SGD")
@@ -214,7 +219,7 @@ def split_step(batch: int, args, np) -> Split:
     undo = instrument_forwards(kernels)
     samples = []
     try:
-        for i in range(args.warmup + args.repeats):
+        for i in range(args.warmup + args.repeats * SPLIT_STEPS_PER_REPEAT):
             kernels.reset()
             optimizer.reset()
             start = time.perf_counter()
@@ -322,14 +327,16 @@ NOTES_A = """\
 Chain: {n} ops alternating y * a and y + b on shape-(1,) float32 tensors; µs/op = chain time
 / {n}. The hand-written NumPy backward does the {half} multiplies autograd needs."""
 
-NOTES_B = """\
+NOTES_B_SPLIT = """\
 Manual instrumentation: every Op subclass's forward (pure NumPy on arrays) is wrapped in a
 timer; optimizer.zero_grad()/step() in another; the remainder of the step is the engine and
 Tensor/Module Python code (graph recording, the backward walk, grad accumulation and copies,
 argument checks, Module.__call__). That remainder is an upper bound on engine overhead; the
 wrappers themselves add about a microsecond per op call (compare 'step ms' with
-'instrumented ms'). Target: engine overhead < 5% of a step.
+'instrumented ms'). Each share is the median over {steps} instrumented steps.
+Target: engine overhead < 5% of a step."""
 
+NOTES_B = """\
 cProfile (own time, 'tottime', per step): NumPy's array operators (a @ b, a + b, slicing
 assignments) and ufunc calls are not separate entries in cProfile: their time is charged to the
 Python function that uses them, so kernels.py and ops/*.py stand mostly for array work there.
@@ -360,6 +367,8 @@ def main() -> None:
     print("### (b) Where a training step's time goes (reference CNN, SGD)\n")
     print(common.markdown_table(SPLIT_HEADERS, split_rows(splits),
                                 right=[True] * 7 + [False]))
+    print()
+    print(NOTES_B_SPLIT.format(steps=args.repeats * SPLIT_STEPS_PER_REPEAT))
     print()
     steps = args.repeats
     common.progress(f"cProfile of {steps} steps, batch {PROFILE_BATCHES[0]} ...")
