@@ -190,7 +190,8 @@ def run_backward(root: Tensor, grad: Tensor, retain_graph: bool, create_graph: b
     order = topological_order(root)
     pending: dict[int, Tensor] = {id(root): grad}
     handed_out: set[int] = {id(grad.data)}  # arrays some other holder may also see or change
-    with set_grad_enabled(create_graph):
+    previous, _state["grad_enabled"] = _state["grad_enabled"], bool(create_graph)
+    try:  # set_grad_enabled(create_graph), without a context manager's calls
         for node in reversed(order):
             g = pending.pop(id(node), None)
             if g is None:
@@ -204,6 +205,8 @@ def run_backward(root: Tensor, grad: Tensor, retain_graph: bool, create_graph: b
                 _accumulate_into_grad(node, g, create_graph, handed_out)
             if op is not None:
                 _propagate(op, g, pending, retain_graph)
+    finally:
+        _state["grad_enabled"] = previous
 
 
 def _propagate(op: Op, g: Tensor, pending: dict[int, Tensor], retain_graph: bool) -> None:

@@ -137,6 +137,9 @@ def log_softmax(x: Any, axis: int = -1, *, dim: int | None = None) -> Tensor:
     return loss.LogSoftmax(axis=axis).apply(x)
 
 
+_UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}  # by itemsize
+
+
 def _class_targets(name: str, scores: Tensor, target: Any) -> np.ndarray:
     t = target.data if isinstance(target, Tensor) else np.asarray(target)
     if scores.ndim != 2:
@@ -153,7 +156,7 @@ def _class_targets(name: str, scores: Tensor, target: Any) -> np.ndarray:
         )
     k = scores.shape[1]
     # one reduction checks both ends: viewed unsigned, a negative index is larger than any k
-    unsigned = t.view(t.dtype.str.replace("i", "u")) if t.dtype.kind == "i" else t
+    unsigned = t.view(_UNSIGNED[t.dtype.itemsize]) if t.dtype.kind == "i" else t
     if t.size and np.maximum.reduce(unsigned) >= k:  # the mask only on error
         i = int(np.flatnonzero((t < 0) | (t >= k))[0])
         raise IndexError(

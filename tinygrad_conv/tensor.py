@@ -145,7 +145,7 @@ class Tensor:
                     f"has shape {self.shape}; pass grad= with that shape (or reduce it first, "
                     "e.g. .sum())"
                 )
-            seed = Tensor._from_array(np.ones(self.shape, dtype=self.dtype))
+            seed = Tensor._from_array(np.array(1, dtype=self.dtype).reshape(self.shape))
         else:
             seed = grad if isinstance(grad, Tensor) else Tensor(grad, dtype=self.dtype)
             if seed.shape != self.shape:

@@ -143,7 +143,7 @@ class Cat(Op):
 
 def reshape(a: Tensor, shape: Sequence[int]) -> Tensor:
     """View ``a`` with a new shape of the same size (-1 infers one size)."""
-    shape = tuple(int(s) for s in shape)
+    shape = tuple(map(int, shape))
     if shape == a.shape:
         return a
     return Reshape(shape=shape).apply(a)
