@@ -224,3 +224,18 @@ def test_conv2d_checks_hold_on_every_call_with_the_same_shapes():
     again = F.conv2d(tc.ones(1, 3, 5, 5), w, padding=1)
     assert again.shape == good.shape == (1, 4, 5, 5)
     assert again.op.attrs == good.op.attrs and again.op.attrs is not good.op.attrs
+
+
+@pytest.mark.parametrize("name", ["max_pool2d", "avg_pool2d"])
+def test_pool_checks_hold_on_every_call_with_the_same_shapes(name):
+    # pooling's shape checks are cached per shapes too (see the conv2d test above)
+    fn = getattr(F, name)
+    good = fn(tc.ones(1, 2, 4, 4, requires_grad=True), 2)
+    for _ in range(2):
+        with raises(ValueError, name, "larger than the padded input"):
+            fn(tc.ones(1, 2, 1, 1), 2)
+        with raises(TypeError, name, "float"):
+            fn(tc.Tensor(np.ones((1, 2, 4, 4), np.int64)), 2)
+    again = fn(tc.ones(1, 2, 4, 4, requires_grad=True), 2)
+    assert again.shape == good.shape == (1, 2, 2, 2)
+    assert again.op.attrs == good.op.attrs and again.op.attrs is not good.op.attrs

@@ -223,14 +223,15 @@ def check_conv2d_args(x: Tensor, w: Tensor, b: Tensor | None, stride: tuple[int,
                       padding: tuple[int, int], dilation: tuple[int, int],
                       groups: int) -> dict[str, Any]:
     """Validate conv2d's arguments; return the op's settings (with the output size)."""
-    for label, t in (("input", x), ("weight", w)):
-        if t.dtype.kind != "f":
-            raise TypeError(f"conv2d: {label} must be float, got dtype {t.dtype}; use .float()")
     if not isinstance(groups, (int, np.integer)) or groups < 1:
         raise ValueError(f"conv2d: groups must be a positive int, got {groups!r}")
     b_shape = None if b is None else b.shape
-    return dict(_conv2d_settings(x.shape, w.shape, b_shape, stride, padding, dilation,
-                                 int(groups)))
+    settings = _conv2d_settings(x.shape, w.shape, b_shape, stride, padding, dilation,
+                                int(groups))
+    for label, t in (("input", x), ("weight", w)):
+        if t.dtype.kind != "f":
+            raise TypeError(f"conv2d: {label} must be float, got dtype {t.dtype}; use .float()")
+    return dict(settings)
 
 
 @functools.lru_cache(maxsize=256)  # a model calls it with the same few shapes every step

@@ -7,6 +7,7 @@ what makes second derivatives flow through pools.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -89,10 +90,19 @@ class AvgPoolScatter(Op):
 def check_pool_args(name: str, x: Tensor, kernel: tuple[int, int],
                     stride: tuple[int, int] | None, padding: tuple[int, int]) -> dict[str, Any]:
     """Validate a pooling call; return the op's settings. stride defaults to the kernel."""
-    if x.ndim != 4:
-        raise ValueError(f"{name}: expected a 4-D input (N, C, H, W), got shape {x.shape}")
+    settings = _pool_settings(name, x.shape, kernel, stride, padding)
     if x.dtype.kind != "f":
         raise TypeError(f"{name}: input must be float, got dtype {x.dtype}; use .float()")
+    return dict(settings)
+
+
+@functools.lru_cache(maxsize=256)  # a model pools the same few shapes every step
+def _pool_settings(name: str, x_shape: tuple[int, ...], kernel: tuple[int, int],
+                   stride: tuple[int, int] | None,
+                   padding: tuple[int, int]) -> dict[str, Any]:
+    """check_pool_args's shape checks and settings (callers copy the returned dict)."""
+    if len(x_shape) != 4:
+        raise ValueError(f"{name}: expected a 4-D input (N, C, H, W), got shape {x_shape}")
     stride = kernel if stride is None else stride
     if min(kernel) < 1 or min(stride) < 1:
         raise ValueError(f"{name}: kernel_size and stride must be >= 1, got {kernel}, {stride}")
@@ -100,9 +110,9 @@ def check_pool_args(name: str, x: Tensor, kernel: tuple[int, int],
         raise ValueError(
             f"{name}: padding {padding} must be between 0 and half the kernel size {kernel}"
         )
-    h, w = x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1]
+    h, w = x_shape[2] + 2 * padding[0], x_shape[3] + 2 * padding[1]
     if kernel[0] > h or kernel[1] > w:
         raise ValueError(
-            f"{name}: kernel {kernel} is larger than the padded input {h}x{w} (input {x.shape})"
+            f"{name}: kernel {kernel} is larger than the padded input {h}x{w} (input {x_shape})"
         )
     return dict(kernel=kernel, stride=stride, padding=padding)
