@@ -180,8 +180,8 @@ def _take_flat(op: Op, dout: np.ndarray) -> np.ndarray:
 
 
 def _conv_settings(attrs: dict[str, Any]) -> dict[str, Any]:
-    keys = ("kernel", "stride", "padding", "dilation", "groups", "out_hw")
-    return {k: attrs[k] for k in keys}
+    return dict(kernel=attrs["kernel"], stride=attrs["stride"], padding=attrs["padding"],
+                dilation=attrs["dilation"], groups=attrs["groups"], out_hw=attrs["out_hw"])
 
 
 def conv2d_grad_input(dout: Tensor, w: Tensor, x_shape: tuple[int, ...],

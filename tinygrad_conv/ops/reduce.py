@@ -16,6 +16,8 @@ def _normalize_axes(axis: Any, shape: tuple[int, ...], name: str) -> tuple[int, 
     ndim = len(shape)
     if axis is None:
         return tuple(range(ndim))
+    if type(axis) is int and -ndim <= axis < ndim:  # the common case (a bias grad's sum)
+        return (axis % ndim,)
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     for a in axes:
         if not -max(ndim, 1) <= a < max(ndim, 1):
