@@ -265,6 +265,10 @@ def test_no_grad_restores_mode_after_an_exception_and_nests():
         with tc.no_grad():
             raise ZeroDivisionError
     assert tc.is_grad_enabled()
+    with pytest.raises(ZeroDivisionError):
+        with tc.set_grad_enabled(False):
+            raise ZeroDivisionError
+    assert tc.is_grad_enabled()
     with tc.no_grad():
         with tc.set_grad_enabled(True):
             assert tc.is_grad_enabled()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import operator
 import weakref
 from collections.abc import Callable
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,26 +39,29 @@ def is_grad_enabled() -> bool:
     return _state["grad_enabled"]
 
 
-@contextmanager
-def set_grad_enabled(mode: bool):
-    """Context manager that turns graph recording on or off inside its block."""
-    previous = _state["grad_enabled"]
-    _state["grad_enabled"] = bool(mode)
-    try:
-        yield
-    finally:
-        _state["grad_enabled"] = previous
+class set_grad_enabled:
+    """Context manager that turns graph recording on or off inside its block.
 
+    A class, not a generator-based context manager: the backward walk enters one every
+    step, and contextlib's machinery cost it several microseconds with cold caches.
+    """
 
-class no_grad:
-    """``with tc.no_grad():`` records nothing; also usable as a function decorator."""
+    def __init__(self, mode: bool) -> None:
+        self._mode = bool(mode)
 
     def __enter__(self) -> None:
         self._previous = _state["grad_enabled"]
-        _state["grad_enabled"] = False
+        _state["grad_enabled"] = self._mode
 
     def __exit__(self, *exc: object) -> None:
         _state["grad_enabled"] = self._previous
+
+
+class no_grad(set_grad_enabled):
+    """``with tc.no_grad():`` records nothing; also usable as a function decorator."""
+
+    def __init__(self) -> None:
+        super().__init__(False)
 
     def __call__(self, fn: Callable) -> Callable:
         def wrapper(*args, **kwargs):
@@ -190,8 +192,7 @@ def run_backward(root: Tensor, grad: Tensor, retain_graph: bool, create_graph: b
     order = topological_order(root)
     pending: dict[int, Tensor] = {id(root): grad}
     handed_out: set[int] = {id(grad.data)}  # arrays some other holder may also see or change
-    previous, _state["grad_enabled"] = _state["grad_enabled"], bool(create_graph)
-    try:  # set_grad_enabled(create_graph), without a context manager's calls
+    with set_grad_enabled(create_graph):
         for node in reversed(order):
             g = pending.pop(id(node), None)
             if g is None:
@@ -205,8 +206,6 @@ def run_backward(root: Tensor, grad: Tensor, retain_graph: bool, create_graph: b
                 _accumulate_into_grad(node, g, create_graph, handed_out)
             if op is not None:
                 _propagate(op, g, pending, retain_graph)
-    finally:
-        _state["grad_enabled"] = previous
 
 
 def _propagate(op: Op, g: Tensor, pending: dict[int, Tensor], retain_graph: bool) -> None:
