@@ -99,14 +99,14 @@ def backend() -> str:
     return "onednn" if _state["sgemm"] is not None else "numpy"
 
 
-def on_numpy(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether ``matmul(a, b)`` goes to NumPy's BLAS (so its threads matter) or to oneDNN."""
-    return backend() == "numpy" or a.dtype != _FLOAT32 or b.dtype != _FLOAT32
-
-
 def dtype_on_numpy(dtype: np.dtype) -> bool:
     """Whether products of two ``dtype`` operands go to NumPy's BLAS (see on_numpy)."""
     return backend() == "numpy" or dtype != _FLOAT32
+
+
+def on_numpy(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether ``matmul(a, b)`` goes to NumPy's BLAS (so its threads matter) or to oneDNN."""
+    return a.dtype != b.dtype or dtype_on_numpy(a.dtype)
 
 
 _N, _T = ord("N"), ord("T")

@@ -120,26 +120,19 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     along K and the partial products are added; otherwise the larger of M and N is split,
     each thread writing its own rows or columns of the result.
     """
-    threads = thread_count()
-    if not gemm.on_numpy(a, b):  # oneDNN: NumPy's BLAS threads are not involved
-        return _split_matmul(a, b, threads)
-    with blas_single_threaded():
-        return _split_matmul(a, b, threads)
-
-
-def _split_matmul(a: np.ndarray, b: np.ndarray, threads: int) -> np.ndarray:
-    """parallel.matmul's product, with BLAS already held to one thread where it matters."""
     (m, k), n = a.shape, b.shape[1]
-    if threads == 1 or m * n * k < MIN_GEMM_WORK:
-        return gemm.matmul(a, b)
-    if k >= 4 * max(m, n):
-        return _split_inner(a, b, threads)
-    out = np.empty((m, n), np.result_type(a, b))
-    if m >= n:
-        over_batch(lambda s: gemm.matmul(a[s], b, out=out[s]), m, MIN_ELEMENTS)
-    else:
-        over_batch(lambda s: gemm.matmul(a, b[:, s], out=out[:, s]), n, MIN_ELEMENTS)
-    return out
+    threads, dtype = thread_count(), np.result_type(a, b)
+    with blas_single_threaded(dtype):  # does nothing when oneDNN runs the product
+        if threads == 1 or m * n * k < MIN_GEMM_WORK:
+            return gemm.matmul(a, b)
+        if k >= 4 * max(m, n):
+            return _split_inner(a, b, threads)
+        out = np.empty((m, n), dtype)
+        if m >= n:
+            over_batch(lambda s: gemm.matmul(a[s], b, out=out[s]), m, MIN_ELEMENTS)
+        else:
+            over_batch(lambda s: gemm.matmul(a, b[:, s], out=out[:, s]), n, MIN_ELEMENTS)
+        return out
 
 
 def inner_block() -> int:

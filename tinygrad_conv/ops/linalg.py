@@ -75,12 +75,11 @@ class Linear(Op):
 
     def backward(self, g):
         x, w = self.inputs[0], self.inputs[1]
+        x_shape = x.shape
         if g.ndim != 2:  # (..., out): the products and the bias sum run over all rows at once
             g, x = reshape(g, (-1, g.shape[-1])), reshape(x, (-1, x.shape[-1]))
         # the shapes are the forward's, known to fit: MatMul directly, without matmul's checks
-        gx = MatMul().apply(g, w) if self.needs_grad[0] else None
-        if gx is not None and gx.shape != self.inputs[0].shape:
-            gx = reshape(gx, self.inputs[0].shape)
+        gx = reshape(MatMul().apply(g, w), x_shape) if self.needs_grad[0] else None
         gw = LinearGradWeight().apply(g, x) if self.needs_grad[1] else None
         grads = (gx, gw)
         if len(self.inputs) == 3:
