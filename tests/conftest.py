@@ -21,3 +21,15 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "core"))
 def rng() -> np.random.Generator:
     """A fixed-seed NumPy generator for test data (independent of tc.manual_seed)."""
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(params=["installed backend", "numpy"])
+def backend(request, monkeypatch):
+    """Run each test on the GEMM backend this machine has, then with oneDNN switched off;
+    the value is ``gemm.backend()`` under that setting."""
+    from tinygrad_conv import gemm
+
+    if request.param == "numpy":
+        monkeypatch.setenv("TINYGRAD_CONV_GEMM", "numpy")
+    monkeypatch.setattr(gemm, "_state", {})  # load again under this environment
+    return gemm.backend()

@@ -10,15 +10,6 @@ import pytest
 from tinygrad_conv import gemm
 
 
-@pytest.fixture(params=["installed backend", "numpy"])
-def backend(request, monkeypatch):
-    """Run each test on the backend this machine has, then with oneDNN switched off."""
-    if request.param == "numpy":
-        monkeypatch.setenv("TINYGRAD_CONV_GEMM", "numpy")
-    monkeypatch.setattr(gemm, "_state", {})  # load again under this environment
-    return gemm.backend()
-
-
 def views(rng: np.random.Generator) -> dict[str, np.ndarray]:
     """2-D float32 views: contiguous rows, contiguous columns, strided, single rows and
     columns, reversed (which must be copied)."""

@@ -10,7 +10,7 @@ import pytest
 
 import tinygrad_conv as tc
 import tinygrad_conv.functional as F
-from tinygrad_conv import gemm, kernels, naive, parallel
+from tinygrad_conv import kernels, naive, parallel
 
 
 @pytest.fixture
@@ -157,18 +157,14 @@ def test_flat_pixels_is_a_view_of_channels_last_memory_and_right_for_any_layout(
         assert np.shares_memory(flat, y) == (name == "channels last"), name
 
 
-@pytest.mark.parametrize("gemm_backend", ["installed", "numpy"])
-def test_blas_left_alone_for_products_that_onednn_runs(monkeypatch, gemm_backend):
+def test_blas_left_alone_for_products_that_onednn_runs(monkeypatch, backend):
     """Given the products' dtype, BLAS is held only if NumPy's BLAS will compute them."""
     threadpoolctl = pytest.importorskip("threadpoolctl")
     blas = threadpoolctl.ThreadpoolController().select(user_api="blas")
     if not blas.lib_controllers:
         pytest.skip("no BLAS library that threadpoolctl can control")
     monkeypatch.setenv("TINYGRAD_CONV_THREADS", "2")
-    if gemm_backend == "numpy":
-        monkeypatch.setenv("TINYGRAD_CONV_GEMM", "numpy")
-    monkeypatch.setattr(gemm, "_state", {})  # load again under this environment
-    float32_held = gemm.backend() == "numpy"
+    float32_held = backend == "numpy"
 
     def counts() -> list[int]:
         return [lib.get_num_threads() for lib in blas.lib_controllers]
