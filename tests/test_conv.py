@@ -262,3 +262,25 @@ def test_conv2d_bias_grad_summed_in_the_weight_pass_or_on_its_own(rng, channels,
         np.testing.assert_allclose(w.grad.data, dw, rtol=1e-5, atol=1e-4)
     else:
         assert w.grad is None
+
+
+@pytest.mark.parametrize("block_bytes", [1, 12000, 1 << 20])  # a row, 2 to 4 rows, whole images
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv2d_blocks_of_image_rows_match_naive(monkeypatch, rng, block_bytes, stride):
+    """With blocks smaller than one image's columns, X_col is made a few output rows of one
+    image at a time (forward and dW); the result must not depend on the blocking."""
+    from tinygrad_conv import kernels
+
+    monkeypatch.setattr(kernels, "BLOCK_BYTES", block_bytes)
+    x_np, w_np = rng.standard_normal((3, 8, 11, 9)), rng.standard_normal((4, 8, 3, 3))
+    b_np = rng.standard_normal(4)
+    x, w, b = t64(x_np), t64(w_np), t64(b_np)
+    y = F.conv2d(x, w, b, stride=stride, padding=1)
+    settings = dict(stride=(stride, stride), padding=(1, 1), dilation=(1, 1), groups=1)
+    np.testing.assert_allclose(y.data, naive.conv2d(x_np, w_np, b_np, **settings), atol=1e-10)
+    dout = rng.standard_normal(y.shape)
+    y.backward(dout)
+    dx, dw, db = naive.conv2d_backward(dout, x_np, w_np, **settings)
+    np.testing.assert_allclose(w.grad.data, dw, atol=1e-10)
+    np.testing.assert_allclose(x.grad.data, dx, atol=1e-10)
+    np.testing.assert_allclose(b.grad.data, db, atol=1e-10)

@@ -176,18 +176,50 @@ class Columns:
         """Images whose columns fill about BLOCK_BYTES."""
         return max(1, BLOCK_BYTES // (self.pixels * self.k * itemsize))
 
-    def scratch(self, images: int, dtype: np.dtype) -> np.ndarray:
-        """A buffer for ``rows`` of up to ``images`` images (one per thread, reused)."""
+    def rows_per_block(self, itemsize: int) -> int:
+        """Output rows of one image per block: all H' of them, unless one image's columns
+        alone exceed BLOCK_BYTES (pixel-major, large images: a 56x56x64 image's are 7 MB,
+        and its product ran at 50 against 76 GFLOP/s in blocks of 8 rows here)."""
+        ho, wo = self.out_hw
+        if self.offset_major or self.pixels * self.k * itemsize <= BLOCK_BYTES:
+            return ho
+        return max(1, BLOCK_BYTES // (wo * self.k * itemsize))
+
+    def blocks(self, part: slice, itemsize: int) -> list[tuple[slice, slice]]:
+        """The blocks of the images in ``part``, in order: (images, output rows) pairs,
+        several whole images each or a run of rows of one image."""
+        images, rows, ho = self.images_per_block(itemsize), self.rows_per_block(itemsize), \
+            self.out_hw[0]
+        if rows == ho:
+            return [(slice(first, min(first + images, part.stop)), slice(0, ho))
+                    for first in range(part.start, part.stop, images)]
+        return [(slice(n, n + 1), slice(y, min(y + rows, ho)))
+                for n in range(part.start, part.stop) for y in range(0, ho, rows)]
+
+    def pixel_range(self, images: slice, out_rows: slice) -> slice:
+        """Where a block's rows sit among X_col.T's N*H'*W' rows (one run: see blocks)."""
+        wo = self.out_hw[1]
+        return slice(images.start * self.pixels + out_rows.start * wo,
+                     (images.stop - 1) * self.pixels + out_rows.stop * wo)
+
+    def scratch(self, part: slice, dtype: np.dtype) -> np.ndarray:
+        """A buffer for the largest block of the images in ``part`` (one per thread, reused)."""
+        images = min(self.images_per_block(dtype.itemsize), part.stop - part.start)
         if self.offset_major:
             return np.empty((self.k, images) + self.out_hw, dtype)
-        return np.empty((images,) + self.windows.shape[1:], dtype)
+        rows = self.rows_per_block(dtype.itemsize)
+        return np.empty((images, rows) + self.windows.shape[2:], dtype)
 
-    def rows(self, part: slice, scratch: np.ndarray) -> np.ndarray:
-        """The rows of X_col.T for the images in ``part``: (images*H'*W', K), in scratch."""
+    def rows(self, part: slice, scratch: np.ndarray,
+             out_rows: slice | None = None) -> np.ndarray:
+        """The rows of X_col.T for the images in ``part`` (only ``out_rows`` of their
+        output rows, if given): (pixels, K), in scratch."""
         m = part.stop - part.start
         if not self.offset_major:
-            np.copyto(scratch[:m], self.windows[part])
-            return scratch[:m].reshape(m * self.pixels, self.k)
+            out_rows = slice(0, self.out_hw[0]) if out_rows is None else out_rows
+            block = scratch[:m, :out_rows.stop - out_rows.start]
+            np.copyto(block, self.windows[part, out_rows])
+            return block.reshape(-1, self.k)
         kh, kw = self.kernel
         c = (self.k - self.ones_row) // (kh * kw)
         cols = scratch[:self.k - self.ones_row].reshape(kh, kw, c, -1, *self.out_hw)
@@ -231,15 +263,13 @@ def im2col_matmul(x: np.ndarray, w_flat: np.ndarray, bias: np.ndarray | None, ke
     n, pixels = len(x), columns.pixels
     out = np.empty((n * pixels, len(w_flat)), dtype=np.result_type(x, w_flat))
     w_cols = np.ascontiguousarray(w_flat.T)  # (K, F): a GEMM operand read faster contiguous
-    images = columns.images_per_block(x.dtype.itemsize)
 
     def work(s: slice) -> None:
         columns.fill(s)
-        scratch = columns.scratch(min(images, s.stop - s.start), x.dtype)
-        for first in range(s.start, s.stop, images):
-            part = slice(first, min(first + images, s.stop))
-            rows = slice(part.start * pixels, part.stop * pixels)
-            gemm.matmul(columns.rows(part, scratch), w_cols, out=out[rows])
+        scratch = columns.scratch(s, x.dtype)
+        for part, out_rows in columns.blocks(s, x.dtype.itemsize):
+            rows = columns.pixel_range(part, out_rows)
+            gemm.matmul(columns.rows(part, scratch, out_rows), w_cols, out=out[rows])
             if bias is not None:
                 out[rows] += bias
 
@@ -265,19 +295,17 @@ def im2col_grad_weight(dout_flat: np.ndarray, x: np.ndarray, kernel: Pair, strid
         ones_row = bias and _bias_rides_along(x.shape, kernel, stride, padding, dilation)
         columns = Columns(x, kernel, stride, padding, dilation, ones_row=ones_row)
     n, pixels = len(x), columns.pixels
-    images = columns.images_per_block(x.dtype.itemsize)
     dtype = np.result_type(dout_flat, x)
     sums: dict[int, np.ndarray] = {}  # by first image: added in a fixed order
     step = inner_block()  # rows per GEMM call (see parallel.INNER_BLOCK)
 
     def work(s: slice) -> None:
         columns.fill(s)
-        scratch = columns.scratch(min(images, s.stop - s.start), x.dtype)
+        scratch = columns.scratch(s, x.dtype)
         total = np.zeros((len(dout_flat), columns.k), dtype)
-        for first in range(s.start, s.stop, images):
-            part = slice(first, min(first + images, s.stop))
-            rows = columns.rows(part, scratch)
-            block = dout_flat[:, part.start * pixels:part.stop * pixels]
+        for part, out_rows in columns.blocks(s, x.dtype.itemsize):
+            rows = columns.rows(part, scratch, out_rows)
+            block = dout_flat[:, columns.pixel_range(part, out_rows)]
             for first_row in range(0, len(rows), step):
                 inner = slice(first_row, first_row + step)
                 gemm.matmul(block[:, inner], rows[inner], out=total, accumulate=True)
