@@ -331,6 +331,29 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_details() -> str:
+    """Family/model, the widest x86 vector extension and the per-core L2 cache, which
+    tell apart machines that share a model name (an EPYC VM may be Zen 3 or Zen 5)."""
+    info: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
+    except OSError:
+        return "details unknown"
+    flags = set(info.get("flags", "").split())
+    isa = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"),
+                                        ("avx", "AVX")) if flag in flags), "no AVX")
+    parts = [f"family {info.get('cpu family', '?')} model {info.get('model', '?')}", isa]
+    try:
+        with open("/sys/devices/system/cpu/cpu0/cache/index2/size") as f:
+            parts.append(f"L2 {f.read().strip()} per core")
+    except OSError:
+        pass
+    return ", ".join(parts)
+
+
 def blas_info() -> str:
     """NumPy's BLAS: build-time name/version from numpy.show_config, and the runtime library
     and thread count from threadpoolctl when installed."""
@@ -407,7 +430,7 @@ def header(title: str, args: argparse.Namespace, thread_method: str, torch) -> s
         "",
         f"- command: `{command}`",
         f"- date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
-        f"- machine: {cpu_model()}, {machine_cores()} cores available "
+        f"- machine: {cpu_model()} ({cpu_details()}), {machine_cores()} cores available "
         f"({os.cpu_count()} online), {platform.system()} {platform.release()}",
         f"- Python {platform.python_version()} ({platform.python_implementation()}), "
         f"NumPy {np.__version__}, tinygrad_conv {getattr(tinygrad_conv, '__version__', '?')}",
