@@ -5,10 +5,11 @@ products go to oneDNN's ``dnnl_sgemm`` when the ``onednn-cpu-gomp`` package (one
 library, Apache 2.0) is installed; everything else, and every product when it is not, goes
 to ``np.matmul`` (NumPy's BLAS, OpenBLAS in NumPy's wheels).
 
-Why a second GEMM: on this project's machine (AMD EPYC, AVX-512) NumPy's OpenBLAS reaches
-about 105 GFLOP/s per core on conv2d's products, oneDNN's sgemm 150 to 220 (the GEMM table
-of ``benchmarks/bench_conv.py`` shows both). conv2d's forward and both its backward
-formulas are GEMMs, so this is most of a training step.
+Why a second GEMM: on an AVX-512 machine (AMD EPYC Zen 5) NumPy's OpenBLAS reaches about
+105 GFLOP/s per core on conv2d's products, oneDNN's sgemm 150 to 220; on an AVX2 one (Zen 3)
+the two are close (50 to 80 each), and the training step is still 1.06x faster on oneDNN
+(the GEMM table of ``benchmarks/bench_conv.py`` shows both). conv2d's forward and both its
+backward formulas are GEMMs, so this is most of a training step.
 
 Threads. The library splits its products across threads itself (``parallel``), so each
 call here runs on the calling thread only: oneDNN's OpenMP runtime (libgomp) is told to use
