@@ -71,6 +71,7 @@ ADAM_CASES = [
     dict(lr=0.01),
     dict(lr=0.01, betas=(0.8, 0.99), eps=0.1),  # a large eps: it is added after debiasing
     dict(lr=0.01, weight_decay=0.1),
+    dict(lr=0.01, betas=(0.3, 0.9)),  # 1 - beta1 >= 0.5: the lerp's other formula
 ]
 
 

@@ -55,11 +55,20 @@ class Adam(Optimizer):
                 param *= 1 - lr * weight_decay
             else:
                 grad = grad + weight_decay * param
-        _lerp_(m, grad, 1 - beta1)
+        # the formulas above, evaluated in the same order but into one scratch array
+        # (PyTorch's float32 roundings, without a temporary per operation)
+        scratch = np.empty_like(param)
+        _lerp_(m, grad, 1 - beta1, scratch)
         v *= beta2
-        v += (1 - beta2) * grad * grad
-        denom = np.sqrt(v) / math.sqrt(1 - beta2**step) + eps
-        param -= lr / (1 - beta1**step) * (m / denom)
+        np.multiply(grad, 1 - beta2, out=scratch)
+        scratch *= grad
+        v += scratch
+        denom = np.sqrt(v, out=scratch)
+        denom /= math.sqrt(1 - beta2**step)
+        denom += eps
+        update = np.divide(m, denom, out=scratch)
+        update *= lr / (1 - beta1**step)
+        param -= update
 
 
 class AdamW(Adam):
@@ -74,9 +83,13 @@ class AdamW(Adam):
         super().__init__(params, lr, betas, eps, weight_decay)
 
 
-def _lerp_(start: np.ndarray, end: np.ndarray, weight: float) -> None:
-    """start += weight * (end - start), in place, with PyTorch's two-sided formula."""
+def _lerp_(start: np.ndarray, end: np.ndarray, weight: float, scratch: np.ndarray) -> None:
+    """start += weight * (end - start), in place, with PyTorch's two-sided formula
+    (``scratch``: an array like ``start`` that may be overwritten)."""
+    difference = np.subtract(end, start, out=scratch)
     if weight < 0.5:
-        start += weight * (end - start)
+        difference *= weight
+        start += difference
     else:
-        start[...] = end - (end - start) * (1 - weight)
+        difference *= 1 - weight
+        np.subtract(end, difference, out=start)
