@@ -188,8 +188,8 @@ class Columns:
     def blocks(self, part: slice, itemsize: int) -> list[tuple[slice, slice]]:
         """The blocks of the images in ``part``, in order: (images, output rows) pairs,
         several whole images each or a run of rows of one image."""
-        images, rows, ho = self.images_per_block(itemsize), self.rows_per_block(itemsize), \
-            self.out_hw[0]
+        images = self.images_per_block(itemsize)
+        rows, ho = self.rows_per_block(itemsize), self.out_hw[0]
         if rows == ho:
             return [(slice(first, min(first + images, part.stop)), slice(0, ho))
                     for first in range(part.start, part.stop, images)]
