@@ -319,21 +319,8 @@ def _sampled_rss_peak(fn: Callable[[], object], base_kb: int) -> int:
 # --------------------------------------------------------------------------- machine info
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (or platform.processor())."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def cpu_details() -> str:
-    """Family/model, the widest x86 vector extension and the per-core L2 cache, which
-    tell apart machines that share a model name (an EPYC VM may be Zen 3 or Zen 5)."""
+def _cpuinfo() -> dict[str, str] | None:
+    """The first CPU's fields in /proc/cpuinfo (None where there is no such file)."""
     info: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
@@ -341,6 +328,21 @@ def cpu_details() -> str:
                 key, _, value = line.partition(":")
                 info.setdefault(key.strip(), value.strip())
     except OSError:
+        return None
+    return info
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (or platform.processor())."""
+    info = _cpuinfo() or {}
+    return info.get("model name") or platform.processor() or "unknown"
+
+
+def cpu_details() -> str:
+    """Family/model, the widest x86 vector extension and the per-core L2 cache, which
+    tell apart machines that share a model name (an EPYC VM may be Zen 3 or Zen 5)."""
+    info = _cpuinfo()
+    if info is None:
         return "details unknown"
     flags = set(info.get("flags", "").split())
     isa = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"),
