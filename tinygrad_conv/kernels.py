@@ -210,13 +210,11 @@ class Columns:
         rows = self.rows_per_block(dtype.itemsize)
         return np.empty((images, rows) + self.windows.shape[2:], dtype)
 
-    def rows(self, part: slice, scratch: np.ndarray,
-             out_rows: slice | None = None) -> np.ndarray:
-        """The rows of X_col.T for the images in ``part`` (only ``out_rows`` of their
-        output rows, if given): (pixels, K), in scratch."""
+    def rows(self, part: slice, scratch: np.ndarray, out_rows: slice) -> np.ndarray:
+        """The rows of X_col.T for output rows ``out_rows`` of the images in ``part`` (one
+        block of ``blocks``): (pixels, K), in scratch."""
         m = part.stop - part.start
         if not self.offset_major:
-            out_rows = slice(0, self.out_hw[0]) if out_rows is None else out_rows
             block = scratch[:m, :out_rows.stop - out_rows.start]
             np.copyto(block, self.windows[part, out_rows])
             return block.reshape(-1, self.k)
