@@ -571,6 +571,11 @@ def window_scatter(values: np.ndarray, x_shape: tuple[int, int, int, int], kerne
     n, c, h, w = x_shape
     ph, pw = padding
     vl = channels_last(values)
+    if vl.strides[3] != vl.itemsize and c > 1:
+        # channels-first memory (a flatten's gradient): every offset's pass below would
+        # read it with a stride of H'*W'; one channels-last copy first is cheaper
+        # (the reference CNN's second pool, copy included: 0.55 -> 0.48 ms)
+        vl = np.ascontiguousarray(vl)
     out_hw = vl.shape[1:3]
     add = _overlapping(kernel, stride)  # disjoint windows can be written, not accumulated
     # windows that tile the input exactly write every pixel once: no zeroing needed
