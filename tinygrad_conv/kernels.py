@@ -546,9 +546,14 @@ def max_pool_forward(x: np.ndarray, kernel: Pair, stride: Pair,
         best, won = out[s], winner[s]
         np.copyto(best, views[0][s])
         better = np.empty(best.shape, dtype=bool)
+        # each view is copied to contiguous memory first: NumPy compares strided views
+        # (runs of C values) at half the speed, and a copy plus contiguous compares is
+        # cheaper (0.16 against 0.33 ms per offset for 64x32x28x28, one thread)
+        candidate = np.empty_like(best)
         for k, view in enumerate(views[1:], start=1):
-            np.greater(view[s], best, out=better)  # strictly: the first maximum keeps its win
-            np.maximum(best, view[s], out=best)
+            np.copyto(candidate, view[s])
+            np.greater(candidate, best, out=better)  # strictly: the first maximum keeps its win
+            np.maximum(best, candidate, out=best)
             # offsets come in increasing order, so a new winner k exceeds any earlier one
             np.maximum(won, better * index_type(k), out=won)
 
