@@ -92,6 +92,33 @@ def test_pools_and_relu_split_match_references(split_everything, kernel, stride,
     assert tc.gradcheck(lambda t: F.avg_pool2d(t, kernel, stride, padding), [x])
 
 
+def _max_pool_backward_by_loops(x, g, kernel, stride):
+    """Each window's g to its first maximum: the definition, one window at a time."""
+    dx = np.zeros_like(x)
+    (kh, kw), (sh, sw) = kernel, stride
+    for n, c, y, z in np.ndindex(*g.shape):
+        patch = x[n, c, y * sh:y * sh + kh, z * sw:z * sw + kw]
+        i, j = np.unravel_index(np.argmax(patch), patch.shape)  # argmax: the first maximum
+        dx[n, c, y * sh + i, z * sw + j] += g[n, c, y, z]
+    return dx
+
+
+@pytest.mark.parametrize("layout", ["channels first", "channels last"])
+@pytest.mark.parametrize("kernel,stride", [((2, 2), (2, 2)), ((3, 3), (2, 2))])
+def test_max_pool_backward_split_for_either_upstream_layout(split_everything, layout, kernel,
+                                                           stride):
+    """A flatten hands pooling a channels-first gradient, a conv a channels-last one."""
+    rng = np.random.default_rng(4)
+    data = channels_last_memory(rng.standard_normal((5, 3, 9, 8)).astype(np.float32))
+    x = tc.Tensor(data, requires_grad=True)
+    out = F.max_pool2d(x, kernel, stride)
+    g = rng.standard_normal(out.shape).astype(np.float32)
+    out.backward(g if layout == "channels first" else channels_last_memory(g))
+    # overlapping windows sum in another order: float32 rounding apart
+    np.testing.assert_allclose(x.grad.data, _max_pool_backward_by_loops(data, g, kernel, stride),
+                               rtol=1e-6, atol=1e-6)
+
+
 def test_thread_count_reads_the_environment(monkeypatch):
     monkeypatch.setenv("TINYGRAD_CONV_THREADS", "1")
     assert parallel.thread_count() == 1
