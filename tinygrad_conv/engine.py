@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import parallel
+
 if TYPE_CHECKING:
     from .tensor import Tensor
 else:
@@ -189,6 +191,13 @@ def sum_to_shape(grad: Tensor, shape: tuple[int, ...]) -> Tensor:
 
 def run_backward(root: Tensor, grad: Tensor, retain_graph: bool, create_graph: bool) -> None:
     """Reverse-mode accumulation from ``root`` (seeded with ``grad``) into leaf ``.grad``s."""
+    try:
+        _walk(root, grad, retain_graph, create_graph)
+    finally:
+        parallel.rest()  # control goes back to the user: the worker threads stop spinning
+
+
+def _walk(root: Tensor, grad: Tensor, retain_graph: bool, create_graph: bool) -> None:
     order = topological_order(root)
     pending: dict[int, Tensor] = {id(root): grad}
     handed_out: set[int] = {id(grad.data)}  # arrays some other holder may also see or change

@@ -11,11 +11,22 @@ spinning workers take the cores the next memory-bound kernel wanted.
 
 The thread count is ``TINYGRAD_CONV_THREADS`` if set, else the number of cores this process
 may use; 1 turns the splitting off and leaves the BLAS library's threads alone.
+
+Hand-offs. A worker asleep on a lock takes 60 to 120 µs to start once woken in a VM, and a
+training step makes 16 splits. So where libgomp (the OpenMP runtime oneDNN comes with) can
+be loaded, the workers wait for their next slice in ``omp_set_lock``: libgomp spins on the
+lock for a few milliseconds, with the GIL released (a ctypes call), before it sleeps, as
+OpenMP's own threads do between parallel regions. ``rest()`` sends them to sleep at once;
+the engine calls it when a backward pass returns, so the spinning never outlasts the
+library's own work by more than a forward pass. With more threads than cores, or
+``TINYGRAD_CONV_SPIN=0``, a ``ThreadPoolExecutor`` hands out the slices instead.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -70,10 +81,154 @@ def over_batch(work: Callable[[slice], object], batch: int, elements: int) -> No
         return
     bounds = [batch * k // threads for k in range(threads + 1)]
     slices = [slice(bounds[k], bounds[k + 1]) for k in range(threads)]
+    crew = _crew(threads)
+    if crew is not None:
+        crew.run(work, slices)
+        return
     futures = [_executor(threads).submit(work, s) for s in slices[1:]]
     work(slices[0])
     for future in futures:
         future.result()
+
+
+class _Signal:
+    """A libgomp lock used as a binary semaphore: ``post`` frees it (from any thread),
+    ``wait`` takes it, spinning a while and then sleeping, with the GIL released."""
+
+    def __init__(self, omp: ctypes.CDLL) -> None:
+        self._omp = omp
+        self._lock = ctypes.create_string_buffer(64)  # omp_lock_t, on a cache line of its own
+        self._address = ctypes.addressof(self._lock)
+        omp.omp_init_lock(self._address)
+        omp.omp_set_lock(self._address)  # starts taken: the first wait waits for a post
+
+    def post(self) -> None:
+        self._omp.omp_unset_lock(self._address)
+
+    def wait(self) -> None:
+        self._omp.omp_set_lock(self._address)
+
+
+class _Worker:
+    """A thread that runs the slices handed to it, waiting for each on a spinning signal."""
+
+    def __init__(self, omp: ctypes.CDLL) -> None:
+        self.go, self.done = _Signal(omp), _Signal(omp)
+        self.task: tuple[Callable[[slice], object], slice] | None = None
+        self.error: BaseException | None = None
+        self.awake = threading.Event()  # cleared while resting: the worker sleeps on it
+        self.awake.set()
+        threading.Thread(target=self._loop, name="tinygrad_conv", daemon=True).start()
+
+    def _loop(self) -> None:
+        gemm.own_thread()
+        while True:
+            self.go.wait()
+            task, self.task = self.task, None
+            if task is None:  # rest(): sleep without spinning until the next hand-off
+                self.awake.wait()
+                continue
+            work, part = task
+            try:
+                work(part)
+            except BaseException as error:  # handed back to the caller of over_batch
+                self.error = error
+            self.done.post()
+
+    def start(self, work: Callable[[slice], object], part: slice) -> None:
+        self.awake.set()
+        self.task = (work, part)
+        self.go.post()
+
+    def rest(self) -> None:
+        self.awake.clear()
+        self.task = None
+        self.go.post()
+
+
+class _Crew:
+    """``threads - 1`` spinning workers and the calling thread, one slice each."""
+
+    def __init__(self, omp: ctypes.CDLL, threads: int) -> None:
+        self.workers = [_Worker(omp) for _ in range(threads - 1)]
+        self.busy = threading.Lock()  # one split at a time; others run on their own thread
+
+    def run(self, work: Callable[[slice], object], slices: list[slice]) -> None:
+        if not self.busy.acquire(blocking=False):  # a nested split, or another thread's
+            work(slice(slices[0].start, slices[-1].stop))
+            return
+        try:
+            for worker, part in zip(self.workers, slices[1:]):
+                worker.start(work, part)
+            try:
+                work(slices[0])
+            finally:
+                for worker in self.workers:
+                    worker.done.wait()
+            errors = [w.error for w in self.workers if w.error is not None]
+            for worker in self.workers:
+                worker.error = None
+            if errors:
+                raise errors[0]
+        finally:
+            self.busy.release()
+
+    def rest(self) -> None:
+        if self.busy.acquire(blocking=False):
+            try:
+                for worker in self.workers:
+                    worker.rest()
+            finally:
+                self.busy.release()
+
+
+_crews: dict[int, _Crew] = {}  # by thread count
+_omp: list[ctypes.CDLL | None] = []  # libgomp's lock functions, once looked for
+
+
+def _libgomp() -> ctypes.CDLL | None:
+    if not _omp:
+        omp = None
+        if os.environ.get("TINYGRAD_CONV_SPIN", "1") != "0":
+            try:
+                omp = ctypes.CDLL("libgomp.so.1")
+                for name in ("omp_init_lock", "omp_set_lock", "omp_unset_lock"):
+                    function = getattr(omp, name)
+                    function.argtypes, function.restype = [ctypes.c_void_p], None
+            except (OSError, AttributeError):  # no libgomp here: the executor hands out work
+                omp = None
+        _omp.append(omp)
+    return _omp[0]
+
+
+def _crew(threads: int) -> _Crew | None:
+    """The spinning workers for this thread count; None without libgomp, or with more
+    threads than cores (a spinning worker would then hold a core another thread needs:
+    a gradcheck over three threads on two cores ran 20 times slower)."""
+    crew = _crews.get(threads)
+    if crew is None:
+        omp = _libgomp()
+        if omp is None or threads > _CORES:
+            return None
+        crew = _crews[threads] = _Crew(omp, threads)
+    return crew
+
+
+def rest() -> None:
+    """Send the spinning workers to sleep now instead of after libgomp's spin (the engine
+    calls this when a backward pass returns)."""
+    for crew in _crews.values():
+        crew.rest()
+
+
+def _forget_threads() -> None:
+    """In a forked child the workers are gone: start new ones when first needed."""
+    _crews.clear()
+    _pools.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_threads)
 
 
 _blas_controllers: list | None = None  # threadpoolctl's handles on the loaded BLAS libraries
