@@ -113,17 +113,29 @@ def _max_pool_backward_by_loops(x, g, kernel, stride):
     return dx
 
 
-@pytest.mark.parametrize("layout", ["channels first", "channels last"])
+def _padded_view(a: np.ndarray) -> np.ndarray:
+    """The same values as a view into a zero-padded channels-last buffer (conv2d's dX)."""
+    n, c, h, w = a.shape
+    buffer = np.zeros((n, h + 2, w + 2, c), a.dtype)
+    buffer[:, 1:-1, 1:-1] = a.transpose(0, 2, 3, 1)
+    return buffer[:, 1:-1, 1:-1].transpose(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("layout", ["channels first", "channels last", "padded view"])
 @pytest.mark.parametrize("kernel,stride", [((2, 2), (2, 2)), ((3, 3), (2, 2))])
-def test_max_pool_backward_split_for_either_upstream_layout(split_everything, layout, kernel,
-                                                           stride):
-    """A flatten hands pooling a channels-first gradient, a conv a channels-last one."""
+def test_max_pool_backward_split_for_any_upstream_layout(split_everything, layout, kernel,
+                                                        stride):
+    """A flatten hands pooling a channels-first gradient, a conv's dX a view into its
+    padded buffer, other ops contiguous channels-last memory."""
     rng = np.random.default_rng(4)
     data = channels_last_memory(rng.standard_normal((5, 3, 9, 8)).astype(np.float32))
     x = tc.Tensor(data, requires_grad=True)
     out = F.max_pool2d(x, kernel, stride)
     g = rng.standard_normal(out.shape).astype(np.float32)
-    out.backward(g if layout == "channels first" else channels_last_memory(g))
+    laid_out = {"channels first": g, "channels last": channels_last_memory(g),
+                "padded view": _padded_view(g)}[layout]
+    np.testing.assert_array_equal(laid_out, g)
+    out.backward(laid_out)
     # overlapping windows sum in another order: float32 rounding apart
     np.testing.assert_allclose(x.grad.data, _max_pool_backward_by_loops(data, g, kernel, stride),
                                rtol=1e-6, atol=1e-6)
