@@ -72,6 +72,33 @@ def test_resting_workers_wake_for_the_next_split(crew):
         assert len(set(threads)) == THREADS
 
 
+def test_rests_and_splits_in_quick_succession_never_hang_or_rerun(crew):
+    """A rest right before a hand-off (and two in a row) must neither lose the slice nor
+    run it twice; run on a helper thread so that a hang fails the test instead."""
+    failures = []
+
+    def hammer() -> None:
+        counts = np.zeros(THREADS * 4, dtype=np.int64)
+
+        def work(s: slice) -> None:
+            counts[s] += 1
+
+        for round_ in range(2000):
+            if round_ % 3:
+                parallel.rest()
+            if round_ % 7 == 0:
+                parallel.rest()
+            parallel.over_batch(work, len(counts), len(counts))
+        if not np.all(counts == 2000):
+            failures.append(counts)
+
+    helper = threading.Thread(target=hammer, daemon=True)
+    helper.start()
+    helper.join(timeout=60)
+    assert not helper.is_alive(), "a split or a rest hung"
+    assert not failures, failures
+
+
 def test_splits_from_two_threads_at_once_are_both_right(crew):
     results = {}
 

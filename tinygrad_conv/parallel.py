@@ -110,7 +110,12 @@ class _Signal:
 
 
 class _Worker:
-    """A thread that runs the slices handed to it, waiting for each on a spinning signal."""
+    """A thread that runs the slices handed to it, waiting for each on a spinning signal.
+
+    Only the calling thread writes ``task``, and only while the worker is not reading it:
+    every ``go`` it posts is answered by one ``done`` (after a slice, or once the worker
+    has taken a rest) before it posts again.
+    """
 
     def __init__(self, omp: ctypes.CDLL) -> None:
         self.go, self.done = _Signal(omp), _Signal(omp)
@@ -118,6 +123,7 @@ class _Worker:
         self.error: BaseException | None = None
         self.awake = threading.Event()  # cleared while resting: the worker sleeps on it
         self.awake.set()
+        self.resting = False
         threading.Thread(target=self._loop, name="tinygrad_conv", daemon=True).start()
 
     def _loop(self) -> None:
@@ -126,6 +132,7 @@ class _Worker:
             self.go.wait()
             task, self.task = self.task, None
             if task is None:  # rest(): sleep without spinning until the next hand-off
+                self.done.post()
                 self.awake.wait()
                 continue
             work, part = task
@@ -136,14 +143,20 @@ class _Worker:
             self.done.post()
 
     def start(self, work: Callable[[slice], object], part: slice) -> None:
-        self.awake.set()
+        """Hand over a slice (the caller then waits for ``done``)."""
+        if self.resting:
+            self.resting = False
+            self.awake.set()
         self.task = (work, part)
         self.go.post()
 
     def rest(self) -> None:
-        self.awake.clear()
-        self.task = None
-        self.go.post()
+        """Send the worker to sleep; returns once it has stopped spinning."""
+        if not self.resting:
+            self.resting = True
+            self.awake.clear()
+            self.go.post()
+            self.done.wait()
 
 
 class _Crew:
