@@ -98,7 +98,7 @@ def gemm_case(shape: ConvShape, np, name: str) -> common.Case:
     """The forward's product into a preallocated output, F@X = (F, K) @ (K, P) or its
     transpose X@F = (P, K) @ (K, F) (the orientation our forward runs), by np.matmul
     ("numpy") or by tinygrad_conv's own GEMM on its threads ("ours": parallel.matmul)."""
-    from tinygrad_conv import parallel
+    from tinygrad_conv.backends.fast import parallel
 
     m, k, p = shape.gemm
     rng = np.random.default_rng(1)
@@ -308,7 +308,7 @@ def main() -> None:
     print(common.markdown_table(HEADERS, [table_row(r) for r in rows],
                                 right=[False, False] + [True] * 8 + [False]))
     print()
-    from tinygrad_conv import gemm
+    from tinygrad_conv.backends.fast import gemm
 
     print(f"GEMM rates on the forward's product, GFLOP/s (ours: tinygrad_conv's GEMM, backend "
           f"{gemm.backend()!r}, on its {args.threads} threads):")

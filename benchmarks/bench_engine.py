@@ -265,8 +265,8 @@ def category(key: tuple[str, int, str]) -> str:
     path = path.replace("\\", "/")
     if "/tinygrad_conv/" in path:
         rel = path.rsplit("/tinygrad_conv/", 1)[1]
-        if rel == "kernels.py":
-            return "tinygrad_conv/kernels.py (incl. inline array operators)"
+        if rel.startswith("backends/"):
+            return "tinygrad_conv/backends/ (incl. inline array operators)"
         if rel.startswith("ops/"):
             return "tinygrad_conv/ops/*.py (incl. inline array operators)"
         if rel in ("engine.py", "tensor.py"):
@@ -339,7 +339,7 @@ Target: engine overhead < 5% of a step."""
 NOTES_B = """\
 cProfile (own time, 'tottime', per step): NumPy's array operators (a @ b, a + b, slicing
 assignments) and ufunc calls are not separate entries in cProfile: their time is charged to the
-Python function that uses them, so kernels.py and ops/*.py stand mostly for array work there.
+Python function that uses them, so backends/ and ops/*.py stand mostly for array work there.
 Profiling inflates Python-heavy code, so these shares overstate the engine's share."""
 
 

@@ -379,9 +379,16 @@ def blas_info() -> str:
     return text
 
 
+def backend_info() -> str:
+    """The tinygrad_conv backend the ops run on (TINYGRAD_CONV_BACKEND, tc.set_backend)."""
+    import tinygrad_conv
+
+    return tinygrad_conv.backend()
+
+
 def gemm_info() -> str:
-    """tinygrad_conv's GEMM backend (tinygrad_conv.gemm) and, for oneDNN, its package version."""
-    from tinygrad_conv import gemm
+    """The fast backend's GEMM (backends/fast/gemm.py) and, for oneDNN, its package version."""
+    from tinygrad_conv.backends.fast import gemm
 
     if gemm.backend() == "numpy":
         return "NumPy's matmul (the BLAS above)"
@@ -437,7 +444,7 @@ def header(title: str, args: argparse.Namespace, thread_method: str, torch) -> s
         f"- Python {platform.python_version()} ({platform.python_implementation()}), "
         f"NumPy {np.__version__}, tinygrad_conv {getattr(tinygrad_conv, '__version__', '?')}",
         f"- BLAS (NumPy's): {blas_info()}",
-        f"- tinygrad_conv GEMM: {gemm_info()}",
+        f"- tinygrad_conv backend: {backend_info()}; GEMM: {gemm_info()}",
         f"- torch: {'skipped (--no-torch)' if args.no_torch else torch_info(torch)}",
         f"- threads: {args.threads} ({thread_method}; torch.set_num_threads({args.threads}))",
         f"- timing: median of {args.repeats} runs after {args.warmup} warm-up runs; "

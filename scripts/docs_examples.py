@@ -18,7 +18,9 @@ import numpy as np
 
 import tinygrad_conv as tc
 import tinygrad_conv.functional as F
-from tinygrad_conv import engine, kernels, naive
+from tinygrad_conv import engine, naive
+from tinygrad_conv.backends import reference as kernels
+from tinygrad_conv.geometry import Window, conv_output_size
 
 F64 = np.float64
 
@@ -203,8 +205,20 @@ def output_size_rows() -> list[dict[str, int]]:
         out = F.conv2d(x, w, stride=s, padding=p, dilation=d)
         rows.append({"H": h, "k": k, "s": s, "p": p, "d": d,
                      "numerator": h + 2 * p - d * (k - 1) - 1,
-                     "formula": kernels.conv_output_size(h, k, s, p, d), "actual": out.shape[2]})
+                     "formula": conv_output_size(h, k, s, p, d), "actual": out.shape[2]})
     return rows
+
+
+def im2col(x: np.ndarray, kernel, stride, padding, dilation) -> np.ndarray:
+    """The reference backend's X_col of x for one group: (C*HH*WW, N*H'*W')."""
+    window = Window(x.shape, kernel, stride, padding, dilation)
+    return kernels.im2col(x, window)[0]
+
+
+def col2im(cols: np.ndarray, x_shape, kernel, stride, padding, dilation) -> np.ndarray:
+    """The reference backend's col2im for one group: (C*HH*WW, N*H'*W') -> x_shape."""
+    window = Window(tuple(x_shape), kernel, stride, padding, dilation)
+    return kernels.col2im(cols[None], window)
 
 
 def small_conv_inputs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -219,7 +233,7 @@ def small_conv_inputs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def im2col_example() -> dict[str, Any]:
     x, w, b = small_conv_inputs()
-    cols = kernels.im2col(x, (3, 3), (1, 1), (0, 0), (1, 1))
+    cols = im2col(x, (3, 3), (1, 1), (0, 0), (1, 1))
     w_row = w.reshape(2, -1)
     gemm = w_row @ cols + b[:, None]
     out = F.conv2d(t64(x), t64(w), t64(b))
@@ -233,12 +247,12 @@ def conv_backward_example() -> dict[str, Any]:
     out = F.conv2d(xt, wt, bt)
     dout = np.ones(out.shape)
     out.backward(dout)
-    cols = kernels.im2col(x, (3, 3), (1, 1), (0, 0), (1, 1))
+    cols = im2col(x, (3, 3), (1, 1), (0, 0), (1, 1))
     dout_flat = flat(dout)  # (F, N*H'*W')
     db = dout.sum((0, 2, 3))
     dw = (dout_flat @ cols.T).reshape(w.shape)
     dcols = w.reshape(2, -1).T @ dout_flat
-    dx = kernels.col2im(dcols, x.shape, (3, 3), (1, 1), (0, 0), (1, 1))
+    dx = col2im(dcols, x.shape, (3, 3), (1, 1), (0, 0), (1, 1))
     loops = naive.conv2d_backward(dout, x, w)
     return {"dout_flat": dout_flat, "db": db, "dW": dw, "dcols": dcols, "dX": dx,
             "op": (xt.grad.data, wt.grad.data, bt.grad.data), "naive": loops}
@@ -272,7 +286,7 @@ def col2im_view(dout: np.ndarray, w: np.ndarray, x_shape: tuple[int, ...], strid
     """dX = col2im(W_flat.T @ dout_flat), with the library's kernels."""
     k = w.shape[2]
     dcols = w.reshape(w.shape[0], -1).T @ flat(dout)  # one channel: row order is (i, j)
-    dx = kernels.col2im(dcols, x_shape, (k, k), (stride, stride), (pad, pad), (1, 1))
+    dx = col2im(dcols, x_shape, (k, k), (stride, stride), (pad, pad), (1, 1))
     return {"dcols": dcols, "dX": np.ascontiguousarray(dx)}
 
 
@@ -318,7 +332,7 @@ def random_views_agree(seed: int = 0) -> float:
     for h, k, s, p in [(5, 3, 2, 1), (6, 3, 2, 0), (7, 3, 3, 1), (8, 5, 2, 2), (6, 2, 1, 0)]:
         x_shape = (2, 3, h, h)
         w = rng.standard_normal((4, 3, k, k))
-        ho = kernels.conv_output_size(h, k, s, p, 1)
+        ho = conv_output_size(h, k, s, p, 1)
         dout = rng.standard_normal((2, 4, ho, ho))
         a = op_input_grad(dout, w, x_shape, s, p)
         b = rotated_view(dout, w, x_shape, s, p)["dX"]
@@ -330,7 +344,7 @@ def random_views_agree(seed: int = 0) -> float:
 def dilation_example() -> dict[str, Any]:
     """4x4 pixels 1..16, 2x2 kernel with dilation 2: each window spans 3x3, taps its corners."""
     x = np.arange(1, 17, dtype=F64).reshape(1, 1, 4, 4)
-    cols = kernels.im2col(x, (2, 2), (1, 1), (0, 0), (2, 2))
+    cols = im2col(x, (2, 2), (1, 1), (0, 0), (2, 2))
     out = F.conv2d(t64(x), tc.ones(1, 1, 2, 2, dtype=F64), dilation=2)
     return {"X_col": cols, "out": out.data}
 
@@ -342,16 +356,17 @@ def groups_example() -> dict[str, Any]:
     w = rng.standard_normal((6, 2, 3, 3))  # 6 filters, each sees 4 / 2 = 2 channels
     together = F.conv2d(t64(x), t64(w), groups=2).data
     halves = [F.conv2d(t64(x[:, 2 * g:2 * g + 2]), t64(w[3 * g:3 * g + 3])).data for g in (0, 1)]
-    cols = kernels.im2col(x, (3, 3), (1, 1), (0, 0), (1, 1))
+    cols = im2col(x, (3, 3), (1, 1), (0, 0), (1, 1))
     return {"w_shape": w.shape, "X_col_shape": cols.shape, "out_shape": together.shape,
             "max_diff": float(np.abs(together - np.concatenate(halves, axis=1)).max())}
 
 
 def layout_example() -> dict[str, Any]:
-    """How conv2d's (N, F, H', W') output sits in memory: its axes sorted by stride."""
+    """How the fast backend's conv2d output (N, F, H', W') sits in memory: axes by stride."""
     x = t64(np.ones((2, 3, 6, 6)))
     w = t64(np.ones((4, 3, 3, 3)))
-    out = F.conv2d(x, w).data
+    with tc.use_backend("fast"):
+        out = F.conv2d(x, w).data
     order = tuple(int(a) for a in np.argsort(out.strides)[::-1])  # outermost axis first
     buffer = out.transpose(order)
     return {"shape": out.shape, "strides": out.strides, "itemsize": out.itemsize,

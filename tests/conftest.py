@@ -27,9 +27,29 @@ def rng() -> np.random.Generator:
 def backend(request, monkeypatch):
     """Run each test on the GEMM backend this machine has, then with oneDNN switched off;
     the value is ``gemm.backend()`` under that setting."""
-    from tinygrad_conv import gemm
+    from tinygrad_conv.backends.fast import gemm
 
     if request.param == "numpy":
         monkeypatch.setenv("TINYGRAD_CONV_GEMM", "numpy")
     monkeypatch.setattr(gemm, "_state", {})  # load again under this environment
     return gemm.backend()
+
+
+@pytest.fixture
+def fast_backend(monkeypatch):
+    """Run the test on the fast backend, whatever TINYGRAD_CONV_BACKEND says; its module."""
+    from tinygrad_conv import backends
+
+    fast = backends._load("fast")
+    monkeypatch.setattr(backends, "_active", fast)
+    return fast
+
+
+@pytest.fixture
+def reference_backend(monkeypatch):
+    """Run the test on the reference backend; its module."""
+    from tinygrad_conv import backends
+
+    reference = backends._load("reference")
+    monkeypatch.setattr(backends, "_active", reference)
+    return reference

@@ -266,10 +266,11 @@ def test_conv2d_bias_grad_summed_in_the_weight_pass_or_on_its_own(rng, channels,
 
 @pytest.mark.parametrize("block_bytes", [1, 12000, 1 << 20])  # a row, 2 to 4 rows, whole images
 @pytest.mark.parametrize("stride", [1, 2])
-def test_conv2d_blocks_of_image_rows_match_naive(monkeypatch, rng, block_bytes, stride):
-    """With blocks smaller than one image's columns, X_col is made a few output rows of one
-    image at a time (forward and dW); the result must not depend on the blocking."""
-    from tinygrad_conv import kernels
+def test_conv2d_blocks_of_image_rows_match_naive(monkeypatch, fast_backend, rng, block_bytes,
+                                                 stride):
+    """With blocks smaller than one image's columns, the fast backend makes X_col a few output
+    rows of one image at a time (forward and dW); the result must not depend on the blocking."""
+    from tinygrad_conv.backends.fast import kernels
 
     monkeypatch.setattr(kernels, "BLOCK_BYTES", block_bytes)
     x_np, w_np = rng.standard_normal((3, 8, 11, 9)), rng.standard_normal((4, 8, 3, 3))

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from tinygrad_conv import gemm
+from tinygrad_conv.backends.fast import gemm
 
 
 def views(rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -100,7 +100,7 @@ def test_the_callers_openmp_setting_is_put_back(backend):
 def test_first_products_from_two_threads_at_once_match_later_ones(monkeypatch):
     """Loading is locked: a thread that finds it half done must not fall back to NumPy for
     its first product (NumPy rounds differently, so a run would not repeat bit for bit)."""
-    from tinygrad_conv import kernels, parallel
+    from tinygrad_conv.backends.fast import kernels, parallel
 
     monkeypatch.setenv("TINYGRAD_CONV_THREADS", "2")
     monkeypatch.setattr(parallel, "MIN_ELEMENTS", 0)

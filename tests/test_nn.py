@@ -308,7 +308,7 @@ def test_call_records_the_module_scope_of_each_op(rng):
     assert out.op.scope == (model, model.fc)
     conv_out = out.op.inputs[0].op.inputs[0]  # linear <- flatten(reshape) <- pool
     assert conv_out.op.scope == (model, model.features, model.features.pool1)
-    assert engine._module_stack == []
+    assert engine.module_stack() == []
 
     class Broken(nn.Module):
         def forward(self, x):
@@ -316,7 +316,7 @@ def test_call_records_the_module_scope_of_each_op(rng):
 
     with pytest.raises(RuntimeError, match="boom"):
         nn.Sequential(Broken())(1)
-    assert engine._module_stack == []
+    assert engine.module_stack() == []
 
 
 # ---- state dicts -----------------------------------------------------------------------

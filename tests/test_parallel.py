@@ -1,9 +1,8 @@
-"""Batch-split and cache-blocked kernels give the same numbers as the naive loops.
+"""The fast backend's batch-split and cache-blocked kernels give the naive loops' numbers.
 
 Splitting only starts above a size threshold, which the small shapes elsewhere never reach:
-here the threshold is lowered to 0 and three threads (two for the spinning workers) are
-forced, so every slice boundary (including uneven ones: batch 5 over 3 or 2 threads) is
-exercised.
+here the threshold is lowered to 0 and three or two threads are forced, so every slice
+boundary (including uneven ones: batch 5 over 3 or 2 threads) is exercised.
 """
 
 import numpy as np
@@ -11,20 +10,14 @@ import pytest
 
 import tinygrad_conv as tc
 import tinygrad_conv.functional as F
-from tinygrad_conv import kernels, naive, parallel
+from tinygrad_conv import naive
+from tinygrad_conv.backends.fast import kernels, parallel
 
 
-@pytest.fixture(params=["thread pool, 3 threads", "spinning workers, 2 threads"])
-def split_everything(request, monkeypatch):
-    """Every kernel split, by the thread pool over three threads or by the spinning workers
-    over two (they spin only with no more threads than cores; see parallel)."""
-    threads = 3
-    if request.param.startswith("thread pool"):
-        monkeypatch.setattr(parallel, "_crew", lambda threads: None)
-    else:
-        threads = 2
-        if parallel._libgomp() is None or parallel._CORES < 2:
-            pytest.skip("needs libgomp and two cores: else the thread pool hands out work")
+@pytest.fixture(params=[3, 2], ids=["3 threads", "2 threads"])
+def split_everything(request, monkeypatch, fast_backend):
+    """Every kernel of the fast backend split over the thread pool, three or two threads."""
+    threads = request.param
     monkeypatch.setattr(parallel, "MIN_ELEMENTS", 0)
     monkeypatch.setattr(parallel, "MIN_GEMM_WORK", 0)
     monkeypatch.setattr(parallel, "INNER_BLOCK", {"numpy": 7, "onednn": 7})

@@ -5,17 +5,14 @@
     import tinygrad_conv.functional as F
 """
 
-from ._memory import tune_allocator
-
-tune_allocator()  # before the first large array is allocated
-
 # functional registers the conv, pool and loss ops
-from . import functional, nn, optim  # noqa: E402
-from .engine import is_grad_enabled, no_grad, set_grad_enabled  # noqa: E402
-from .gradcheck import gradcheck  # noqa: E402
-from .rng import manual_seed  # noqa: E402
-from .serialization import load, save  # noqa: E402
-from .tensor import (  # noqa: E402
+from . import functional, nn, optim
+from .backends import backend, set_backend, use_backend
+from .engine import is_grad_enabled, no_grad, set_grad_enabled
+from .gradcheck import gradcheck
+from .rng import manual_seed
+from .serialization import load, save
+from .tensor import (
     Tensor,
     arange,
     cat,
@@ -34,5 +31,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Tensor", "tensor", "zeros", "ones", "zeros_like", "ones_like", "randn", "rand", "arange",
     "cat", "stack", "no_grad", "is_grad_enabled", "set_grad_enabled", "manual_seed",
-    "gradcheck", "functional", "nn", "optim", "save", "load",
+    "gradcheck", "functional", "nn", "optim", "save", "load", "backend", "set_backend",
+    "use_backend",
 ]

@@ -10,13 +10,12 @@ computation graph. ``run_backward`` walks it in reverse topological order.
 from __future__ import annotations
 
 import operator
+import threading
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
-from . import parallel
 
 if TYPE_CHECKING:
     from .tensor import Tensor
@@ -29,8 +28,17 @@ def bind_tensor_class(cls: type) -> None:
     global Tensor
     Tensor = cls
 
-_state = {"grad_enabled": True}
-_module_stack: list[Any] = []  # nn.Module.__call__ pushes itself here; ops record the stack
+class _ThreadState(threading.local):
+    """What differs per thread, as in PyTorch: each thread starts with grad mode on and an
+    empty module stack, whatever other threads are doing."""
+
+    grad_enabled = True
+
+    def __init__(self) -> None:
+        self.module_stack: list[Any] = []  # nn.Module.__call__ pushes itself; ops record it
+
+
+_state = _ThreadState()
 
 OPS: dict[str, type[Op]] = {}
 _data, _requires_grad = operator.attrgetter("data"), operator.attrgetter("requires_grad")
@@ -38,7 +46,12 @@ _data, _requires_grad = operator.attrgetter("data"), operator.attrgetter("requir
 
 def is_grad_enabled() -> bool:
     """True when operations are being recorded into the graph."""
-    return _state["grad_enabled"]
+    return _state.grad_enabled
+
+
+def module_stack() -> list[Any]:
+    """The modules whose forward the calling thread is inside, outermost first."""
+    return _state.module_stack
 
 
 class set_grad_enabled:
@@ -52,11 +65,11 @@ class set_grad_enabled:
         self._mode = bool(mode)
 
     def __enter__(self) -> None:
-        self._previous = _state["grad_enabled"]
-        _state["grad_enabled"] = self._mode
+        self._previous = _state.grad_enabled
+        _state.grad_enabled = self._mode
 
     def __exit__(self, *exc: object) -> None:
-        _state["grad_enabled"] = self._previous
+        _state.grad_enabled = self._previous
 
 
 class no_grad(set_grad_enabled):
@@ -133,7 +146,8 @@ class Op:
                 tensors = tuple([x if isinstance(x, Tensor) else Tensor(x) for x in inputs])
                 break
         needs_grad = tuple(map(_requires_grad, tensors))
-        record = _state["grad_enabled"] and True in needs_grad
+        state = _state
+        record = state.grad_enabled and True in needs_grad
         self.needs_grad = needs_grad if record else (False,) * len(tensors)
         out_array = self.forward(*map(_data, tensors))
         if type(out_array) is not np.ndarray:  # full reductions give NumPy scalars
@@ -141,7 +155,7 @@ class Op:
         out = Tensor._from_array(out_array, record)
         if record:
             self.inputs = tensors
-            self.scope = tuple(_module_stack)
+            self.scope = tuple(state.module_stack)
             self._output = weakref.ref(out)
             out.op = self
         return out
@@ -191,13 +205,6 @@ def sum_to_shape(grad: Tensor, shape: tuple[int, ...]) -> Tensor:
 
 def run_backward(root: Tensor, grad: Tensor, retain_graph: bool, create_graph: bool) -> None:
     """Reverse-mode accumulation from ``root`` (seeded with ``grad``) into leaf ``.grad``s."""
-    try:
-        _walk(root, grad, retain_graph, create_graph)
-    finally:
-        parallel.rest()  # control goes back to the user: the worker threads stop spinning
-
-
-def _walk(root: Tensor, grad: Tensor, retain_graph: bool, create_graph: bool) -> None:
     order = topological_order(root)
     pending: dict[int, Tensor] = {id(root): grad}
     handed_out: set[int] = {id(grad.data)}  # arrays some other holder may also see or change

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .geometry import Window
 from .ops import conv as conv_ops
 from .ops import elementwise as E
 from .ops import linalg, loss, pool
@@ -54,17 +55,17 @@ def conv2d(x: Any, weight: Any, bias: Any = None, stride: IntPair = 1, padding: 
     """
     x = as_tensor(x)
     weight, bias = _like(weight, x), _like(bias, x)
-    settings = conv_ops.check_conv2d_args(
+    window = conv_ops.check_conv2d_args(
         x, weight, bias,
         _pair("conv2d", "stride", stride), _pair("conv2d", "padding", padding),
         _pair("conv2d", "dilation", dilation), groups,
     )
     inputs = (x, weight) if bias is None else (x, weight, bias)
-    return conv_ops.Conv2d(**settings).apply(*inputs)
+    return conv_ops.Conv2d(window).apply(*inputs)
 
 
-def _pool_settings(name: str, x: Tensor, kernel_size: IntPair, stride: IntPair | None,
-                   padding: IntPair) -> dict[str, Any]:
+def _pool_window(name: str, x: Tensor, kernel_size: IntPair, stride: IntPair | None,
+                 padding: IntPair) -> Window:
     kernel = _pair(name, "kernel_size", kernel_size)
     stride = None if stride is None else _pair(name, "stride", stride)
     return pool.check_pool_args(name, x, kernel, stride, _pair(name, "padding", padding))
@@ -74,16 +75,14 @@ def max_pool2d(x: Any, kernel_size: IntPair, stride: IntPair | None = None,
                padding: IntPair = 0) -> Tensor:
     """Max over windows; padding never wins. x (N, C, H, W) -> (N, C, H', W')."""
     x = as_tensor(x)
-    settings = _pool_settings("max_pool2d", x, kernel_size, stride, padding)
-    return pool.MaxPool2d(**settings).apply(x)
+    return pool.MaxPool2d(_pool_window("max_pool2d", x, kernel_size, stride, padding)).apply(x)
 
 
 def avg_pool2d(x: Any, kernel_size: IntPair, stride: IntPair | None = None,
                padding: IntPair = 0) -> Tensor:
     """Mean over windows; zero padding counts in the average (PyTorch's default)."""
     x = as_tensor(x)
-    settings = _pool_settings("avg_pool2d", x, kernel_size, stride, padding)
-    return pool.AvgPool2d(**settings).apply(x)
+    return pool.AvgPool2d(_pool_window("avg_pool2d", x, kernel_size, stride, padding)).apply(x)
 
 
 def linear(x: Any, weight: Any, bias: Any = None) -> Tensor:

@@ -133,11 +133,12 @@ class Module:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run ``forward``; ops made inside record this module in their ``op.scope``."""
-        engine._module_stack.append(self)
+        stack = engine.module_stack()
+        stack.append(self)
         try:
             return self.forward(*args, **kwargs)
         finally:
-            engine._module_stack.pop()
+            stack.pop()
 
     def train(self, mode: bool = True) -> Module:
         """Set ``.training`` on this module and every submodule; returns self."""

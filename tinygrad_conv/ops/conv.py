@@ -1,18 +1,22 @@
-"""conv2d and the two ops its backward is made of.
+"""conv2d and the three ops its backward is made of, written as the im2col formulas.
 
-Forward (im2col, then one GEMM per group):
-    X_col = im2col(x)                      (C*HH*WW, N*H'*W')
+    X_col = im2col(x)                      (G, C/G*HH*WW, N*H'*W'), one column per window
     out   = W_row @ X_col + b              (F, N*H'*W') -> (N, F, H', W')
-Backward, exactly the im2col formulas:
-    db = dout.sum((0, 2, 3))               (conv2d_grad_bias)
-    dW = dout_flat @ X_col.T               (conv2d_grad_weight)
-    dX = col2im(W_flat.T @ dout_flat)      (conv2d_grad_input)
-For few input channels (a network's first layer) X_col carries a row of ones for the bias,
-so dW's product also gives db (dout_flat @ ones) without another pass over dout; it is
-handed to conv2d_grad_bias.
+    db    = dout.sum((0, 2, 3))            conv2d_grad_bias
+    dW    = dout_flat @ X_col.T            conv2d_grad_weight
+    dX    = col2im(W_row.T @ dout_flat)    conv2d_grad_input
 
-conv2d is bilinear in (x, W), so each backward op is bilinear too and its own backward is
-made of conv2d and the other backward op: that is what gives second derivatives.
+W_row is the weight (F, C/G, HH, WW) with one row per filter, split into G groups, and
+dout_flat the upstream gradient (N, F, H', W') with one column per output pixel. Each
+product runs group by group (a batched matmul over the leading G axis).
+
+The code below is those formulas, run on the kernels of the backend in use
+(``tinygrad_conv.backends``). A backend may fuse a whole formula (the fast one makes X_col a
+few images at a time and multiplies each block at once, never holding it whole); it then
+says so through ``fused(...)`` and the op calls that instead of the step-by-step lines.
+
+conv2d is bilinear in (x, W), so each gradient op is bilinear too and its own backward is
+made of conv2d and the other gradient op: that is what gives second derivatives.
 """
 
 from __future__ import annotations
@@ -22,224 +26,161 @@ from typing import Any
 
 import numpy as np
 
-from .. import kernels, parallel
+from ..backends import kernels
 from ..engine import Op, register
+from ..geometry import Window
 from ..tensor import Tensor
-from .reduce import _expand_back, _sum_outer_axes
+from .reduce import _expand_back
 
 
-def _geometry(attrs: dict[str, Any]) -> dict[str, Any]:
-    keys = ("kernel", "stride", "padding", "dilation")
-    return {k: attrs[k] for k in keys}
+class _ConvOp(Op):
+    """An op that slides a window: its geometry is kept beside the displayed settings."""
+
+    __slots__ = ("window",)
+
+    def __init__(self, window: Window, **saved: Any) -> None:
+        super().__init__(**window.settings())
+        self.window = window
+        self.__dict__.update(saved)  # arrays for the forward, released after the backward
 
 
-def _blocks(m: np.ndarray, groups: int) -> list[np.ndarray]:
-    """Split a matrix's rows into one block per group (views)."""
-    return np.split(m, groups) if groups > 1 else [m]
+def weight_rows(w: np.ndarray, groups: int) -> np.ndarray:
+    """W_row: weight (F, C/G, HH, WW) -> (G, F/G, C/G*HH*WW), one row per filter."""
+    return w.reshape(groups, w.shape[0] // groups, -1)
+
+
+def flat_pixels(dout: np.ndarray, groups: int) -> np.ndarray:
+    """dout_flat: (N, F, H', W') -> (G, F/G, N*H'*W'), one column per output pixel."""
+    n, f = dout.shape[:2]
+    return dout.transpose(1, 0, 2, 3).reshape(groups, f // groups, -1)
+
+
+def image_of(out_flat: np.ndarray, window: Window) -> np.ndarray:
+    """The inverse of flat_pixels: (G, F/G, N*H'*W') -> (N, F, H', W')."""
+    n, f, ho, wo = window.out_shape
+    return out_flat.reshape(f, n, ho, wo).transpose(1, 0, 2, 3)
 
 
 @register("conv2d")
-class Conv2d(Op):
-    """x (N, C, H, W), weight (F, C/groups, HH, WW), optional bias (F,) -> (N, F, H', W')."""
+class Conv2d(_ConvOp):
+    """x (N, C, H, W), weight (F, C/G, HH, WW), optional bias (F,) -> (N, F, H', W')."""
 
     def forward(self, x, w, b=None):
-        groups, geometry = self.attrs["groups"], _geometry(self.attrs)
-        w_flat = kernels.weight_rows(w)  # (F, K/G)
-        if groups == 1:
-            # out = W_flat @ X_col + b, computed as X_col.T @ W_flat.T so it lands pixel-major;
-            # X_col is made a block at a time and not kept: dW makes it again the same way,
-            # from the padded x kept here
-            out_t, columns = kernels.im2col_matmul(x, w_flat, b, **geometry)  # (P, F)
-            if len(self.needs_grad) > 1 and self.needs_grad[1]:
-                self.padded_x = columns
+        K, window = kernels(), self.window
+        wants_dw = len(self.needs_grad) > 1 and self.needs_grad[1]
+        fused = K.fused("conv2d_forward", window)
+        if fused is not None:
+            out, x_col = fused(x, w, b, window)
         else:
-            x_col = kernels.im2col(x, **geometry, groups=groups)
-            out_t = np.concatenate(
-                [parallel.matmul(xc.T, wf.T)
-                 for wf, xc in zip(_blocks(w_flat, groups), _blocks(x_col, groups))], axis=1)
+            x_col = K.im2col(x, window)                                 # X_col = im2col(x)
+            out = K.matmul(weight_rows(w, window.groups), x_col)       # W_row @ X_col
             if b is not None:
-                out_t += b
-            if len(self.needs_grad) > 1 and self.needs_grad[1]:
-                self.x_col = x_col  # reused by dW = dout_flat @ X_col.T
-        n, (ho, wo) = x.shape[0], self.attrs["out_hw"]
-        return kernels.channels_first(out_t.reshape(n, ho, wo, w.shape[0]))
+                out = out + b.reshape(window.groups, -1, 1)            # + b
+            out = image_of(out, window)
+        self.x_col = x_col if wants_dw else None  # dW reuses the forward's X_col
+        return out
 
-    def backward(self, g):
+    def backward(self, grad):
         x, w = self.inputs[0], self.inputs[1]
-        # dX and dW both read dout_flat: lay it out once (a copy unless g is channels-last)
-        g_flat = kernels.flat_pixels(g.data) if all(self.needs_grad[:2]) else None
-        gx = None
-        if self.needs_grad[0]:
-            gx = conv2d_grad_input(g, w, x.shape, self.attrs, dout_flat=g_flat)
-        wants_db = len(self.inputs) == 3 and self.needs_grad[2]
-        gw, db_summed = None, None
-        if self.needs_grad[1]:
-            op = _grad_weight_op(w.shape, self.attrs, getattr(self, "x_col", None), g_flat,
-                                 getattr(self, "padded_x", None), bias_wanted=wants_db)
-            gw = op.apply(g, x)
-            db_summed = op.__dict__.pop("bias_grad", None)  # summed in dW's pass, if it was
-        grads = (gx, gw)
-        if len(self.inputs) == 3:
-            grads += (conv2d_grad_bias(g, summed=db_summed) if wants_db else None,)
-        return grads
+        window, wants = self.window, self.needs_grad
+        dx = conv2d_grad_input(grad, w, window) if wants[0] else None
+        dw = conv2d_grad_weight(grad, x, window, x_col=self.x_col) if wants[1] else None
+        if len(self.inputs) == 2:
+            return dx, dw
+        return dx, dw, (conv2d_grad_bias(grad) if wants[2] else None)
 
 
 @register("conv2d_grad_input")
-class Conv2dGradInput(Op):
-    """dX = col2im(W_flat.T @ dout_flat): inputs (dout, weight) -> x-shaped."""
-
-    dout_flat: np.ndarray | None = None  # flat_pixels(dout) when the caller has it already
+class Conv2dGradInput(_ConvOp):
+    """dX = col2im(W_row.T @ dout_flat): inputs (dout, weight) -> x-shaped."""
 
     def forward(self, dout, w):
-        groups = self.attrs["groups"]
-        dout_flat, w_flat = _take_flat(self, dout), kernels.weight_rows(w)
-        geometry = _geometry(self.attrs)
-        if groups == 1:
-            return kernels.col2im_of_product(w_flat, dout_flat, self.attrs["x_shape"], **geometry)
-        # W_flat.T @ dout_flat per group, computed as (dout_flat.T @ W_flat) so it lands
-        # pixel-major, the layout col2im reads
-        pairs = zip(_blocks(dout_flat, groups), _blocks(w_flat, groups))
-        dx_col_t = np.concatenate([parallel.matmul(d.T, wf) for d, wf in pairs], axis=1)  # (P, K)
-        return kernels.col2im(dx_col_t.T, self.attrs["x_shape"], **geometry, groups=groups)
+        K, window = kernels(), self.window
+        fused = K.fused("conv2d_grad_input", window)
+        if fused is not None:
+            return fused(dout, w, window)
+        w_row_t = weight_rows(w, window.groups).transpose(0, 2, 1)        # W_row.T
+        return K.col2im(K.matmul(w_row_t, flat_pixels(dout, window.groups)), window)
 
-    def backward(self, g):
+    def backward(self, grad):
         dout, w = self.inputs
-        settings = _conv_settings(self.attrs)
-        g_dout = Conv2d(**settings).apply(g, w) if self.needs_grad[0] else None
-        g_w = conv2d_grad_weight(dout, g, w.shape, self.attrs) if self.needs_grad[1] else None
-        return g_dout, g_w
+        d_dout = Conv2d(self.window).apply(grad, w) if self.needs_grad[0] else None
+        d_w = conv2d_grad_weight(dout, grad, self.window) if self.needs_grad[1] else None
+        return d_dout, d_w
 
 
 @register("conv2d_grad_weight")
-class Conv2dGradWeight(Op):
-    """dW = dout_flat @ X_col.T: inputs (dout, x) -> weight-shaped."""
+class Conv2dGradWeight(_ConvOp):
+    """dW = dout_flat @ X_col.T: inputs (dout, x) -> weight-shaped.
 
-    x_col: np.ndarray | None = None
-    dout_flat: np.ndarray | None = None  # flat_pixels(dout) when the caller has it already
-    padded_x: kernels.Columns | None = None  # the forward's x, padded
-    bias_wanted = False  # db too, in self.bias_grad, where X_col has a ones row (no groups)
+    ``x_col`` is the forward's X_col (as that backend's conv2d made it), if it was kept.
+    """
 
     def forward(self, dout, x):
-        groups, geometry = self.attrs["groups"], _geometry(self.attrs)
-        dout_flat = _take_flat(self, dout)  # (F, P)
-        if groups == 1:
-            columns, self.padded_x = self.padded_x, None  # used once, then freed
-            dw_flat, db = kernels.im2col_grad_weight(dout_flat, x, **geometry, columns=columns,
-                                                     bias=self.bias_wanted)
-            if db is not None:
-                self.bias_grad = db
-        else:
-            x_col = self.x_col
-            if x_col is None:
-                x_col = kernels.im2col(x, **geometry, groups=groups)
-            self.x_col = None  # the forward's X_col is used once, then freed
-            pairs = zip(_blocks(dout_flat, groups), _blocks(x_col, groups))
-            dw_flat = np.concatenate([parallel.matmul(d, xc.T) for d, xc in pairs])  # (F, K/G)
-        return kernels.weight_from_rows(dw_flat, self.attrs["w_shape"])
+        K, window = kernels(), self.window
+        x_col, self.x_col = self.__dict__.get("x_col"), None  # used once, then freed
+        fused = K.fused("conv2d_grad_weight", window)
+        if fused is not None:
+            return fused(dout, x, x_col, window)
+        if not isinstance(x_col, np.ndarray):
+            x_col = K.im2col(x, window)                                 # X_col = im2col(x)
+        dout_flat = flat_pixels(dout, window.groups)
+        dw = K.matmul(dout_flat, x_col.transpose(0, 2, 1))             # dout_flat @ X_col.T
+        return dw.reshape(window.w_shape)
 
-    def backward(self, g):
+    def backward(self, grad):
         dout, x = self.inputs
-        settings = _conv_settings(self.attrs)
-        g_dout = Conv2d(**settings).apply(x, g) if self.needs_grad[0] else None
-        g_x = conv2d_grad_input(dout, g, x.shape, self.attrs) if self.needs_grad[1] else None
-        return g_dout, g_x
+        d_dout = Conv2d(self.window).apply(x, grad) if self.needs_grad[0] else None
+        d_x = conv2d_grad_input(dout, grad, self.window) if self.needs_grad[1] else None
+        return d_dout, d_x
 
 
 @register("conv2d_grad_bias")
 class Conv2dGradBias(Op):
-    """db = dout.sum((0, 2, 3)): input dout (N, F, H', W') -> (F,).
-
-    ``summed`` is that sum when conv2d's backward has made it already, in dW's pass.
-    """
-
-    summed: np.ndarray | None = None
+    """db = dout.sum((0, 2, 3)): input dout (N, F, H', W') -> (F,)."""
 
     def forward(self, dout):
-        summed, self.summed = self.summed, None
-        if summed is not None:
-            return summed
-        fast = _sum_outer_axes(dout, (0, 2, 3))  # a GEMV on channels-last memory
-        return dout.sum(axis=(0, 2, 3)) if fast is None else fast
+        return kernels().sum_axes(dout, (0, 2, 3))
 
-    def backward(self, gg):
-        return (_expand_back(gg, self.inputs[0].shape, (0, 2, 3), keepdims=False),)
+    def backward(self, grad):
+        return (_expand_back(grad, self.inputs[0].shape, (0, 2, 3), keepdims=False),)
 
 
-def conv2d_grad_bias(dout: Tensor, summed: np.ndarray | None = None) -> Tensor:
-    """The bias gradient of conv2d for upstream ``dout``: dout.sum((0, 2, 3)), an op of its
-    own; ``summed`` is that sum if already made."""
-    op = Conv2dGradBias()
-    op.summed = summed
-    return op.apply(dout)
+def conv2d_grad_bias(dout: Tensor) -> Tensor:
+    """The bias gradient of conv2d for upstream ``dout`` (N, F, H', W') -> (F,)."""
+    return Conv2dGradBias().apply(dout)
 
 
-def _take_flat(op: Op, dout: np.ndarray) -> np.ndarray:
-    """dout_flat (F, N*H'*W') for a grad op: the one handed to it (then dropped) or made now."""
-    flat, op.dout_flat = op.dout_flat, None
-    return kernels.flat_pixels(dout) if flat is None else flat
+def conv2d_grad_input(dout: Tensor, w: Tensor, window: Window) -> Tensor:
+    """The input gradient of conv2d for upstream ``dout`` (N, F, H', W') -> (N, C, H, W)."""
+    return Conv2dGradInput(window).apply(dout, w)
 
 
-def _conv_settings(attrs: dict[str, Any]) -> dict[str, Any]:
-    return dict(kernel=attrs["kernel"], stride=attrs["stride"], padding=attrs["padding"],
-                dilation=attrs["dilation"], groups=attrs["groups"], out_hw=attrs["out_hw"])
-
-
-def conv2d_grad_input(dout: Tensor, w: Tensor, x_shape: tuple[int, ...],
-                      settings: dict[str, Any], dout_flat: np.ndarray | None = None) -> Tensor:
-    """The input gradient of conv2d for upstream ``dout``: col2im(W_flat.T @ dout_flat).
-
-    ``dout_flat`` is ``kernels.flat_pixels(dout.data)`` when the caller has made it already.
-    """
-    op = Conv2dGradInput(**_conv_settings(settings), x_shape=tuple(x_shape))
-    op.dout_flat = dout_flat
-    return op.apply(dout, w)
-
-
-def conv2d_grad_weight(dout: Tensor, x: Tensor, w_shape: tuple[int, ...],
-                       settings: dict[str, Any], x_col: np.ndarray | None = None,
-                       dout_flat: np.ndarray | None = None,
-                       padded_x: kernels.Columns | None = None) -> Tensor:
-    """The weight gradient of conv2d for upstream ``dout``: dout_flat @ X_col.T.
-
-    ``x_col`` is the forward's X_col when available (it is then not recomputed), ``padded_x``
-    its padded input (grouped and ungrouped convs respectively); ``dout_flat`` as in
-    :func:`conv2d_grad_input`.
-    """
-    return _grad_weight_op(w_shape, settings, x_col, dout_flat, padded_x).apply(dout, x)
-
-
-def _grad_weight_op(w_shape: tuple[int, ...], settings: dict[str, Any],
-                    x_col: np.ndarray | None, dout_flat: np.ndarray | None,
-                    padded_x: kernels.Columns | None,
-                    bias_wanted: bool = False) -> Conv2dGradWeight:
-    """A conv2d_grad_weight op handed what the caller has already (see conv2d_grad_weight);
-    with ``bias_wanted`` it leaves db in ``op.bias_grad`` where dW's pass can make it."""
-    op = Conv2dGradWeight(**_conv_settings(settings), w_shape=tuple(w_shape))
-    op.x_col, op.dout_flat, op.padded_x, op.bias_wanted = x_col, dout_flat, padded_x, bias_wanted
-    return op
+def conv2d_grad_weight(dout: Tensor, x: Tensor, window: Window, x_col: Any = None) -> Tensor:
+    """The weight gradient of conv2d for upstream ``dout`` -> (F, C/G, HH, WW); ``x_col`` is
+    the forward's X_col when it was kept (it is then not made again)."""
+    return Conv2dGradWeight(window, x_col=x_col).apply(dout, x)
 
 
 def check_conv2d_args(x: Tensor, w: Tensor, b: Tensor | None, stride: tuple[int, int],
                       padding: tuple[int, int], dilation: tuple[int, int],
-                      groups: int) -> dict[str, Any]:
-    """Validate conv2d's arguments; return the op's settings (with the output size)."""
-    if not isinstance(groups, (int, np.integer)) or groups < 1:
+                      groups: int) -> Window:
+    """Validate conv2d's arguments; return the convolution's Window."""
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
         raise ValueError(f"conv2d: groups must be a positive int, got {groups!r}")
-    b_shape = None if b is None else b.shape
-    settings = _conv2d_settings(x.shape, w.shape, b_shape, stride, padding, dilation,
-                                int(groups))
     for label, t in (("input", x), ("weight", w)):
         if t.dtype.kind != "f":
             raise TypeError(f"conv2d: {label} must be float, got dtype {t.dtype}; use .float()")
-    return dict(settings)
+    b_shape = None if b is None else b.shape
+    return _conv2d_window(x.shape, w.shape, b_shape, stride, padding, dilation, int(groups))
 
 
 @functools.lru_cache(maxsize=256)  # a model calls it with the same few shapes every step
-def _conv2d_settings(x_shape: tuple[int, ...], w_shape: tuple[int, ...],
-                     b_shape: tuple[int, ...] | None, stride: tuple[int, int],
-                     padding: tuple[int, int], dilation: tuple[int, int],
-                     groups: int) -> dict[str, Any]:
-    """check_conv2d_args's shape checks and settings (callers copy the returned dict)."""
+def _conv2d_window(x_shape: tuple[int, ...], w_shape: tuple[int, ...],
+                   b_shape: tuple[int, ...] | None, stride: tuple[int, int],
+                   padding: tuple[int, int], dilation: tuple[int, int],
+                   groups: int) -> Window:
+    """check_conv2d_args's shape checks (a frozen Window, so the cache can hand it out)."""
     if len(x_shape) != 4:
         raise ValueError(f"conv2d: expected a 4-D input (N, C, H, W), got shape {x_shape}")
     if len(w_shape) != 4:
@@ -259,6 +200,8 @@ def _conv2d_settings(x_shape: tuple[int, ...], w_shape: tuple[int, ...],
             f"expects {c_per_group * groups} (weight.shape[1] * groups = {c_per_group} * "
             f"{groups}); expected input (N, {c_per_group * groups}, H, W)"
         )
+    if kh < 1 or kw < 1:
+        raise ValueError(f"conv2d: the kernel must be at least 1x1, got weight of shape {w_shape}")
     if b_shape is not None and b_shape != (f,):
         raise ValueError(f"conv2d: bias must have shape ({f},) for weight {w_shape}, got {b_shape}")
     if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
@@ -274,9 +217,5 @@ def _conv2d_settings(x_shape: tuple[int, ...], w_shape: tuple[int, ...],
             f"is larger than the padded input {padded[0]}x{padded[1]} (input {x_shape}, "
             f"padding {padding})"
         )
-    out_hw = tuple(
-        kernels.conv_output_size(s, k, st, p, d)
-        for s, k, st, p, d in zip((h, wd), (kh, kw), stride, padding, dilation)
-    )
-    return dict(kernel=(kh, kw), stride=stride, padding=padding, dilation=dilation,
-                groups=groups, out_hw=out_hw)
+    return Window(x_shape=tuple(x_shape), kernel=(kh, kw), stride=tuple(stride),
+                  padding=tuple(padding), dilation=tuple(dilation), groups=groups, filters=f)

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from ..backends import kernels
 from ..engine import Op, register
-from ..parallel import over_batch
 from ..tensor import Tensor, as_tensor
 
 
@@ -177,19 +177,7 @@ class Abs(Op):
 @register("relu")
 class ReLU(Op):
     def forward(self, a):
-        out = np.empty_like(a)  # keeps a's memory layout
-        mask = np.empty_like(a, dtype=bool) if any(self.needs_grad) else None
-
-        def work(s: slice) -> None:
-            np.maximum(a[s], 0, out=out[s])
-            if mask is not None:
-                np.greater(out[s], 0, out=mask[s])  # the gradient at exactly 0 is 0
-
-        if a.ndim:
-            over_batch(work, a.shape[0], a.size)
-        else:
-            work(slice(None))
-        self.mask = mask
+        out, self.mask = kernels().relu(a, want_mask=any(self.needs_grad))
         return out
 
     def backward(self, g):
@@ -203,13 +191,7 @@ class MaskedGrad(Op):
     mask: np.ndarray
 
     def forward(self, g):
-        mask, out = self.mask, np.empty_like(g)  # out keeps g's memory layout
-
-        def work(s: slice) -> None:
-            np.multiply(g[s], mask[s], out=out[s])
-
-        over_batch(work, g.shape[0], g.size) if g.ndim else work(slice(None))
-        return out
+        return kernels().relu_backward(g, self.mask)
 
     def backward(self, gg):
         return (_masked(gg, self.mask),)

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import parallel
+from ..backends import kernels
 from ..engine import Op, register
 from ..tensor import Tensor
 from .elementwise import _operands
@@ -23,10 +23,7 @@ class MatMul(Op):
     """(..., n, k) @ (..., k, m); 1-D operands are promoted by ``matmul`` before this op."""
 
     def forward(self, a, b):
-        if a.ndim == 2 and b.ndim == 2:
-            return parallel.matmul(a, b)
-        with parallel.blas_single_threaded():  # no BLAS threads left spinning
-            return np.matmul(a, b)
+        return kernels().matmul(a, b)
 
     def backward(self, g):
         a, b = self.inputs
@@ -68,7 +65,7 @@ class Linear(Op):
     """y = x @ W.T + b for x (..., in), W (out, in), b (out,)."""
 
     def forward(self, x, w, b=None):
-        out = parallel.matmul(x.reshape(-1, x.shape[-1]), w.T).reshape(x.shape[:-1] + (-1,))
+        out = kernels().matmul(x.reshape(-1, x.shape[-1]), w.T).reshape(x.shape[:-1] + (-1,))
         if b is not None:
             out += b
         return out
@@ -96,7 +93,7 @@ class LinearGradWeight(Op):
     """
 
     def forward(self, g, x):
-        return parallel.matmul(g.T, x)
+        return kernels().matmul(g.T, x)
 
     def backward(self, u):
         g, x = self.inputs

@@ -2,105 +2,88 @@
 
 Pooling's backward is linear in the upstream gradient, so each backward is an op whose own
 backward is the forward pooling again (max pooling gathers at the recorded winners): that is
-what makes second derivatives flow through pools.
+what makes second derivatives flow through pools. The array work is the backend's
+(``tinygrad_conv.backends``): ``max_pool`` returns each window's maximum and its winner, the
+index of the kernel offset that held it.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
 
-import numpy as np
-
-from .. import kernels
-from ..engine import Op, register
+from ..backends import kernels
+from ..engine import register
+from ..geometry import Window
 from ..tensor import Tensor
-
-
-def _window(attrs: dict[str, Any]) -> dict[str, Any]:
-    return {k: attrs[k] for k in ("kernel", "stride", "padding")}
+from .conv import _ConvOp
 
 
 @register("max_pool2d")
-class MaxPool2d(Op):
+class MaxPool2d(_ConvOp):
     def forward(self, x):
-        out, winner = kernels.max_pool_forward(x, **_window(self.attrs))
-        if any(self.needs_grad):
-            self.winner, self.x_shape = winner, x.shape
+        out, winner = kernels().max_pool(x, self.window)
+        self.winner = winner if any(self.needs_grad) else None
         return out
 
-    def backward(self, g):
-        return (_routed(MaxPoolScatter, self.attrs, self.winner, x_shape=self.x_shape).apply(g),)
+    def backward(self, grad):
+        return (MaxPool2dBackward(self.window, winner=self.winner).apply(grad),)
 
 
 @register("max_pool2d_backward")
-class MaxPoolScatter(Op):
+class MaxPool2dBackward(_ConvOp):
     """Each window's upstream gradient goes to the pixel that won the max."""
 
-    def forward(self, g):
-        return kernels.window_scatter(g, self.attrs["x_shape"], **_window(self.attrs),
-                                      winner=self.winner)
+    def forward(self, grad):
+        return kernels().max_pool_backward(grad, self.winner, self.window)
 
-    def backward(self, gg):
-        return (_routed(MaxPoolGather, self.attrs, self.winner).apply(gg),)
+    def backward(self, grad):
+        return (MaxPool2dGather(self.window, winner=self.winner).apply(grad),)
 
 
 @register("max_pool2d_gather")
-class MaxPoolGather(Op):
-    """The adjoint of MaxPoolScatter: read each window's winning pixel."""
+class MaxPool2dGather(_ConvOp):
+    """The adjoint of max_pool2d_backward: read each window's winning pixel."""
 
     def forward(self, x):
-        return kernels.max_pool_gather(x, self.winner, **_window(self.attrs))
+        return kernels().max_pool_gather(x, self.winner, self.window)
 
-    def backward(self, g):
-        return (_routed(MaxPoolScatter, self.attrs, self.winner).apply(g),)
-
-
-def _routed(op_class: type[Op], attrs: dict[str, Any], winner: np.ndarray, **extra: Any) -> Op:
-    """A max-pool routing op with the forward's winners (kept off attrs: released after use)."""
-    op = op_class(**{**attrs, **extra})
-    op.winner = winner
-    return op
+    def backward(self, grad):
+        return (MaxPool2dBackward(self.window, winner=self.winner).apply(grad),)
 
 
 @register("avg_pool2d")
-class AvgPool2d(Op):
+class AvgPool2d(_ConvOp):
     def forward(self, x):
-        self.x_shape = x.shape
-        return kernels.avg_pool_forward(x, **_window(self.attrs))
+        return kernels().avg_pool(x, self.window)
 
-    def backward(self, g):
-        return (AvgPoolScatter(**self.attrs, x_shape=self.x_shape).apply(g),)
+    def backward(self, grad):
+        return (AvgPool2dBackward(self.window).apply(grad),)
 
 
 @register("avg_pool2d_backward")
-class AvgPoolScatter(Op):
+class AvgPool2dBackward(_ConvOp):
     """Each window's upstream gradient, divided by the window size, to every pixel in it."""
 
-    def forward(self, g):
-        a = self.attrs
-        share = g * g.dtype.type(1.0 / (a["kernel"][0] * a["kernel"][1]))
-        return kernels.window_scatter(share, a["x_shape"], **_window(a), winner=None)
+    def forward(self, grad):
+        return kernels().avg_pool_backward(grad, self.window)
 
-    def backward(self, gg):
-        settings = {k: v for k, v in self.attrs.items() if k != "x_shape"}
-        return (AvgPool2d(**settings).apply(gg),)
+    def backward(self, grad):
+        return (AvgPool2d(self.window).apply(grad),)
 
 
 def check_pool_args(name: str, x: Tensor, kernel: tuple[int, int],
-                    stride: tuple[int, int] | None, padding: tuple[int, int]) -> dict[str, Any]:
-    """Validate a pooling call; return the op's settings. stride defaults to the kernel."""
-    settings = _pool_settings(name, x.shape, kernel, stride, padding)
+                    stride: tuple[int, int] | None, padding: tuple[int, int]) -> Window:
+    """Validate a pooling call; return its Window. stride defaults to the kernel."""
+    window = _pool_window(name, x.shape, kernel, stride, padding)
     if x.dtype.kind != "f":
         raise TypeError(f"{name}: input must be float, got dtype {x.dtype}; use .float()")
-    return dict(settings)
+    return window
 
 
 @functools.lru_cache(maxsize=256)  # a model pools the same few shapes every step
-def _pool_settings(name: str, x_shape: tuple[int, ...], kernel: tuple[int, int],
-                   stride: tuple[int, int] | None,
-                   padding: tuple[int, int]) -> dict[str, Any]:
-    """check_pool_args's shape checks and settings (callers copy the returned dict)."""
+def _pool_window(name: str, x_shape: tuple[int, ...], kernel: tuple[int, int],
+                 stride: tuple[int, int] | None, padding: tuple[int, int]) -> Window:
+    """check_pool_args's shape checks (a frozen Window, so the cache can hand it out)."""
     if len(x_shape) != 4:
         raise ValueError(f"{name}: expected a 4-D input (N, C, H, W), got shape {x_shape}")
     stride = kernel if stride is None else stride
@@ -115,4 +98,5 @@ def _pool_settings(name: str, x_shape: tuple[int, ...], kernel: tuple[int, int],
         raise ValueError(
             f"{name}: kernel {kernel} is larger than the padded input {h}x{w} (input {x_shape})"
         )
-    return dict(kernel=kernel, stride=stride, padding=padding)
+    return Window(x_shape=tuple(x_shape), kernel=tuple(kernel), stride=tuple(stride),
+                  padding=tuple(padding))

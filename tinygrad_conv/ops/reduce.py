@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import parallel
+from ..backends import kernels
 from ..engine import Op, register
 from ..tensor import Tensor
 from .movement import broadcast_to, reshape
@@ -34,12 +34,6 @@ def _expand_back(g: Tensor, shape: tuple[int, ...], axes: tuple[int, ...],
     return broadcast_to(g, shape)
 
 
-def _kept_shape(shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -> tuple:
-    if keepdims:
-        return tuple(1 if i in axes else n for i, n in enumerate(shape))
-    return tuple(n for i, n in enumerate(shape) if i not in axes)
-
-
 class _Reduce(Op):
     def axes_for(self, a: np.ndarray) -> tuple[int, ...]:
         self.in_shape = a.shape
@@ -47,39 +41,10 @@ class _Reduce(Op):
         return self.axes
 
 
-ROW_SUM_MIN_ELEMENTS = 1 << 15  # smaller sums stay with np.sum
-
-
-def _sum_outer_axes(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray | None:
-    """np.sum(a, axes) as one GEMV, ones @ a2d, when the kept axes are the innermost in memory.
-
-    That is conv's bias gradient dout.sum((0, 2, 3)) on channels-last memory: NumPy adds
-    such rows one short row at a time (about 1 ms for 64x32x28x28), a GEMV streams them in
-    about 0.1 ms. Returns None when the layout or dtype does not fit.
-    """
-    if a.dtype not in (np.float32, np.float64) or a.size < ROW_SUM_MIN_ELEMENTS:
-        return None
-    memory_order = sorted(range(a.ndim), key=lambda i: -abs(a.strides[i]))
-    kept = [i for i in memory_order if i not in axes]
-    if not kept or memory_order[-len(kept):] != kept:
-        return None
-    in_memory = a.transpose(memory_order)
-    if not in_memory.flags.c_contiguous:
-        return None
-    rows = in_memory.reshape(-1, int(np.prod([a.shape[i] for i in kept])))
-    sums = parallel.matmul(np.ones((1, len(rows)), a.dtype), rows)[0]  # rows split by thread
-    sums = sums.reshape([a.shape[i] for i in kept]).transpose(np.argsort(kept))
-    return np.ascontiguousarray(sums)
-
-
 @register("sum")
 class Sum(_Reduce):
     def forward(self, a):
-        axes, keepdims = self.axes_for(a), self.attrs["keepdims"]
-        fast = _sum_outer_axes(a, axes)
-        if fast is None:
-            return np.sum(a, axis=axes, keepdims=keepdims)
-        return fast.reshape(_kept_shape(a.shape, axes, keepdims))
+        return kernels().sum_axes(a, self.axes_for(a), self.attrs["keepdims"])
 
     def backward(self, g):
         return (_expand_back(g, self.in_shape, self.axes, self.attrs["keepdims"]),)

@@ -35,6 +35,7 @@ SKINNY = 16  # products with fewer output columns than this run transposed (see 
 _state: dict[str, object] = {}  # "sgemm", "omp_set", "omp_get": loaded functions, or None
 _local = threading.local()  # .owned: one of the library's threads, its OpenMP size set to 1
 _load_lock = threading.Lock()
+GEMM_CHOICES = ("", "numpy", "onednn")  # TINYGRAD_CONV_GEMM's values ("": the default)
 
 
 def _find_dnnl() -> str | None:
@@ -62,7 +63,14 @@ def _load() -> None:
 def _loaded() -> dict[str, object]:
     """The functions _state holds: oneDNN's where it can be loaded, else None each."""
     none: dict[str, object] = {"sgemm": None, "omp_set": None, "omp_get": None}
-    if os.environ.get("TINYGRAD_CONV_GEMM", "").lower() == "numpy":
+    choice = os.environ.get("TINYGRAD_CONV_GEMM", "").lower()
+    if choice not in GEMM_CHOICES:
+        raise ValueError(
+            f"TINYGRAD_CONV_GEMM={os.environ['TINYGRAD_CONV_GEMM']!r} is not a GEMM choice: "
+            "use 'numpy' (NumPy's BLAS), 'onednn' (oneDNN's sgemm where it is installed), "
+            "or leave it unset for the default (oneDNN where installed)"
+        )
+    if choice == "numpy":
         return none
     path = _find_dnnl()
     if path is None:
@@ -87,7 +95,7 @@ def _loaded() -> dict[str, object]:
 
 def own_thread() -> None:
     """Mark the calling thread as the library's own: its GEMMs run on it alone from now on
-    (the thread pools in ``parallel`` call this when they start a worker)."""
+    (the thread pool in ``parallel`` calls this when they start a worker)."""
     if backend() == "onednn":
         _state["omp_set"](1)
     _local.owned = True

@@ -1,0 +1,135 @@
+"""Backends, and the seam between the ops and the array work: which backend runs the kernels.
+
+The ops in ``ops/`` say *what* to compute (the formulas); the array work they call is a
+small set of named kernels, listed in ``KERNELS``. A backend is a module that defines every
+one of them:
+
+- ``reference`` (``backends/reference.py``): plain NumPy that reads as the math.
+- ``fast`` (``backends/fast/``): threads, a faster GEMM, blocked and fused kernels.
+
+A backend may also offer fused versions of a whole formula of an op (``FUSED``), through
+its ``fused(name, window)`` function; the op then calls that instead of running its formula
+step by step. The reference backend fuses nothing, so under it the ops' formulas are the
+code that runs. Both give the same results within float32 rounding, and the graph and the
+op names are the same under both.
+
+The engine and the ops import this package's ``__init__`` only, never a backend module: a
+new backend (CuPy on a GPU, a compiled one) is a new module named in ``BACKENDS``
+(docs/architecture.md).
+
+Which backend runs: ``TINYGRAD_CONV_BACKEND=reference|fast``, or ``set_backend(name)``
+(``use_backend(name)`` for a block); by default ``fast`` where it loads. The choice is the
+process's, shared by its threads.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+import warnings
+from types import ModuleType
+
+BACKENDS = {
+    "reference": "tinygrad_conv.backends.reference",
+    "fast": "tinygrad_conv.backends.fast",
+}
+DEFAULT = "fast"
+
+KERNELS = (
+    "im2col",             # x (N, C, H, W) -> X_col (G, C/G*HH*WW, N*H'*W')
+    "col2im",             # its adjoint: X_col-shaped -> (N, C, H, W)
+    "matmul",             # (M, K) @ (K, N), or batched over a leading group axis
+    "sum_axes",           # a.sum(axes): the row sums (conv2d's db among them)
+    "relu",               # a -> (max(a, 0), mask a > 0 or None)
+    "relu_backward",      # (g, mask) -> g * mask
+    "max_pool",           # x -> (out, winner)
+    "max_pool_backward",  # (dout, winner) -> dx
+    "max_pool_gather",    # (x, winner) -> the winners' entries
+    "avg_pool",           # x -> out
+    "avg_pool_backward",  # dout -> dx
+    "fused",              # (name, window) -> a fused formula of FUSED, or None
+)
+FUSED = (
+    "conv2d_forward",      # (x, w, b, window) -> (out, saved X_col): W_row @ X_col + b
+    "conv2d_grad_weight",  # (dout, x, saved X_col, window) -> dW = dout_flat @ X_col.T
+    "conv2d_grad_input",   # (dout, w, window) -> dX = col2im(W_row.T @ dout_flat)
+)
+
+_lock = threading.Lock()
+_active: ModuleType | None = None  # loaded on first use: importing the package loads none
+
+
+def kernels() -> ModuleType:
+    """The backend module whose kernels the ops call now."""
+    active = _active
+    return active if active is not None else _load_default()
+
+
+def backend() -> str:
+    """The name of the backend in use (``"reference"`` or ``"fast"``)."""
+    return kernels().NAME
+
+
+def set_backend(name: str) -> None:
+    """Run every op from now on with backend ``name`` (``"reference"`` or ``"fast"``)."""
+    global _active
+    module = _load(name)
+    with _lock:
+        _active = module
+
+
+class use_backend:
+    """``with use_backend("reference"):`` runs the block on that backend, then restores the
+    one before (for the whole process: the choice is not per thread)."""
+
+    def __init__(self, name: str) -> None:
+        self._module = _load(name)
+
+    def __enter__(self) -> ModuleType:
+        global _active
+        self._previous = kernels()
+        _active = self._module
+        return self._module
+
+    def __exit__(self, *exc: object) -> None:
+        global _active
+        _active = self._previous
+
+
+def _load(name: str) -> ModuleType:
+    """Import backend ``name`` and check that it defines every kernel."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
+    module = importlib.import_module(BACKENDS[name])
+    missing = [k for k in KERNELS if not callable(getattr(module, k, None))]
+    if missing:
+        raise TypeError(f"backend {name!r} ({module.__name__}) lacks kernels: {missing}")
+    return module
+
+
+def _load_default() -> ModuleType:
+    global _active
+    with _lock:
+        if _active is None:
+            _active = _load(_chosen())
+    return _active
+
+
+def _chosen() -> str:
+    """The backend named by TINYGRAD_CONV_BACKEND, else the fast one where it loads."""
+    name = os.environ.get("TINYGRAD_CONV_BACKEND", "").strip().lower()
+    if name:
+        if name not in BACKENDS:
+            raise ValueError(
+                f"TINYGRAD_CONV_BACKEND={name!r} is not a backend: use one of "
+                f"{', '.join(BACKENDS)}, or unset it for the default ({DEFAULT})"
+            )
+        return name
+    try:
+        _load(DEFAULT)
+    except ImportError as error:  # a platform where the fast backend cannot load
+        warnings.warn(f"the {DEFAULT} backend does not load ({error}); using the reference "
+                      "backend", RuntimeWarning, stacklevel=3)
+        return "reference"
+    return DEFAULT

@@ -1,0 +1,173 @@
+"""The fast backend: the kernels of ``tinygrad_conv.backends`` for speed on a CPU.
+
+Each kernel here computes what its namesake in ``backends/reference.py`` computes (the
+tests hold them equal), by other means:
+
+- ``kernels.py``: channels-last layouts, X_col made a few images at a time in cache-sized
+  blocks and multiplied there, col2im fused with the product it scatters, pool windows
+  compared in place;
+- ``parallel.py``: the batch split over a thread pool, GEMMs split the same way;
+- ``gemm.py``: float32 products on oneDNN's sgemm where installed, else NumPy's BLAS;
+- ``memory.py``: glibc's allocator told to keep freed large blocks (applied when this
+  backend loads; ``TINYGRAD_CONV_MALLOC_TUNING=0`` turns it off).
+
+It fuses conv2d's three formulas (``fused``) for ungrouped convolutions; grouped ones run
+the op's formula on the kernels below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from ...geometry import Window
+from . import gemm, kernels, parallel
+from .memory import tune_allocator
+
+NAME = "fast"
+
+tune_allocator()  # before this backend allocates its first large array
+
+
+def _settings(geo: Window) -> dict[str, object]:
+    return dict(kernel=geo.kernel, stride=geo.stride, padding=geo.padding,
+                dilation=geo.dilation)
+
+
+def im2col(x: np.ndarray, geo: Window) -> np.ndarray:
+    """As reference.im2col: x (N, C, H, W) -> X_col (G, C/G*HH*WW, N*H'*W'), (c, i, j) rows.
+
+    The copy runs over the batch on the threads; its (g, i, j, c) rows are then reordered.
+    """
+    (kh, kw), g = geo.kernel, geo.groups
+    cols = kernels.im2col(x, **_settings(geo), groups=g)  # (G*HH*WW*C/G, P), (g, i, j, c)
+    by_offset = cols.reshape(g, kh, kw, -1, cols.shape[1])
+    return np.ascontiguousarray(by_offset.transpose(0, 3, 1, 2, 4)).reshape(g, -1, cols.shape[1])
+
+
+def col2im(x_col: np.ndarray, geo: Window) -> np.ndarray:
+    """As reference.col2im: (G, C/G*HH*WW, N*H'*W') -> (N, C, H, W), adds on the threads."""
+    (kh, kw), g = geo.kernel, geo.groups
+    by_channel = x_col.reshape(g, -1, kh, kw, x_col.shape[-1])
+    ordered = by_channel.transpose(0, 2, 3, 1, 4).reshape(-1, x_col.shape[-1])
+    return kernels.col2im(ordered, geo.x_shape, **_settings(geo), groups=g)
+
+
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b, 2-D or batched over a leading axis, split over the threads."""
+    if a.ndim == 2 and b.ndim == 2:
+        return parallel.matmul(a, b)
+    if a.ndim == 3 and b.ndim == 3 and len(a) == len(b):
+        return np.stack([parallel.matmul(x, y) for x, y in zip(a, b)])
+    with parallel.blas_single_threaded():  # no BLAS threads left spinning
+        return np.matmul(a, b)
+
+
+def sum_axes(a: np.ndarray, axes: tuple[int, ...], keepdims: bool = False) -> np.ndarray:
+    """np.sum(a, axes), as one GEMV (ones @ rows) when the kept axes are innermost in memory.
+
+    That is conv2d's db = dout.sum((0, 2, 3)) on channels-last memory: NumPy adds such rows
+    one short row at a time, a GEMV streams them (docs/performance.md).
+    """
+    fast = kernels.sum_outer_axes(a, axes)
+    if fast is None:
+        return np.sum(a, axis=axes, keepdims=keepdims)
+    if keepdims:
+        fast = fast.reshape([1 if i in axes else n for i, n in enumerate(a.shape)])
+    return fast
+
+
+def relu(a: np.ndarray, want_mask: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """As reference.relu, the batch split over the threads; out keeps a's memory layout."""
+    out = np.empty_like(a)
+    mask = np.empty_like(a, dtype=bool) if want_mask else None
+
+    def work(s: slice) -> None:
+        np.maximum(a[s], 0, out=out[s])
+        if mask is not None:
+            np.greater(out[s], 0, out=mask[s])
+
+    parallel.over_batch(work, a.shape[0], a.size) if a.ndim else work(slice(None))
+    return out, mask
+
+
+def relu_backward(g: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """As reference.relu_backward, the batch split over the threads."""
+    out = np.empty_like(g)  # keeps g's memory layout
+
+    def work(s: slice) -> None:
+        np.multiply(g[s], mask[s], out=out[s])
+
+    parallel.over_batch(work, g.shape[0], g.size) if g.ndim else work(slice(None))
+    return out
+
+
+def max_pool(x: np.ndarray, geo: Window) -> tuple[np.ndarray, np.ndarray]:
+    """As reference.max_pool; the winner is a channels-first view of channels-last memory."""
+    out, winner = kernels.max_pool_forward(x, geo.kernel, geo.stride, geo.padding)
+    return out, kernels.channels_first(winner)
+
+
+def max_pool_backward(dout: np.ndarray, winner: np.ndarray, geo: Window) -> np.ndarray:
+    """As reference.max_pool_backward."""
+    return kernels.window_scatter(dout, geo.x_shape, geo.kernel, geo.stride, geo.padding,
+                                  winner=kernels.channels_last(winner))
+
+
+def max_pool_gather(x: np.ndarray, winner: np.ndarray, geo: Window) -> np.ndarray:
+    """As reference.max_pool_gather."""
+    return kernels.max_pool_gather(x, kernels.channels_last(winner), geo.kernel, geo.stride,
+                                   geo.padding)
+
+
+def avg_pool(x: np.ndarray, geo: Window) -> np.ndarray:
+    """As reference.avg_pool."""
+    return kernels.avg_pool_forward(x, geo.kernel, geo.stride, geo.padding)
+
+
+def avg_pool_backward(dout: np.ndarray, geo: Window) -> np.ndarray:
+    """As reference.avg_pool_backward."""
+    share = dout * dout.dtype.type(1.0 / (geo.kernel[0] * geo.kernel[1]))
+    return kernels.window_scatter(share, geo.x_shape, geo.kernel, geo.stride, geo.padding,
+                                  winner=None)
+
+
+def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None,
+                   geo: Window) -> tuple[np.ndarray, kernels.Columns]:
+    """W_row @ X_col + b as (N, F, H', W'), X_col made and multiplied block by block; also
+    returns the padded x those blocks came from, for conv2d_grad_weight to reuse."""
+    out_t, columns = kernels.im2col_matmul(x, kernels.weight_rows(w), b, **_settings(geo))
+    n, (ho, wo) = x.shape[0], geo.out_hw
+    return kernels.channels_first(out_t.reshape(n, ho, wo, w.shape[0])), columns
+
+
+def conv2d_grad_weight(dout: np.ndarray, x: np.ndarray, saved: object,
+                       geo: Window) -> np.ndarray:
+    """dW = dout_flat @ X_col.T, X_col remade block by block from ``saved`` (what
+    conv2d_forward returned) or from x."""
+    columns = saved if isinstance(saved, kernels.Columns) else None
+    dw_flat, _ = kernels.im2col_grad_weight(kernels.flat_pixels(dout), x, **_settings(geo),
+                                            columns=columns)
+    return kernels.weight_from_rows(dw_flat, geo.w_shape)
+
+
+def conv2d_grad_input(dout: np.ndarray, w: np.ndarray, geo: Window) -> np.ndarray:
+    """dX = col2im(W_row.T @ dout_flat), each block of the product added as it is made."""
+    return kernels.col2im_of_product(kernels.weight_rows(w), kernels.flat_pixels(dout),
+                                     geo.x_shape, **_settings(geo))
+
+
+_FUSED: dict[str, Callable] = {
+    "conv2d_forward": conv2d_forward,
+    "conv2d_grad_weight": conv2d_grad_weight,
+    "conv2d_grad_input": conv2d_grad_input,
+}
+
+
+def fused(name: str, geo: Window) -> Callable | None:
+    """conv2d's fused formulas, for ungrouped convolutions (grouped ones: None)."""
+    return _FUSED.get(name) if geo.groups == 1 else None
+
+
+__all__ = ["gemm", "kernels", "parallel"]
