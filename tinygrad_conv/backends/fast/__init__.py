@@ -88,7 +88,7 @@ def relu(a: np.ndarray, want_mask: bool) -> tuple[np.ndarray, np.ndarray | None]
         if mask is not None:
             np.greater(out[s], 0, out=mask[s])
 
-    parallel.over_batch(work, a.shape[0], a.size) if a.ndim else work(slice(None))
+    parallel.over_batch(work, a.shape[0], a.size) if a.ndim else work(...)  # 0-d: a[...]
     return out, mask
 
 
@@ -99,7 +99,7 @@ def relu_backward(g: np.ndarray, mask: np.ndarray) -> np.ndarray:
     def work(s: slice) -> None:
         np.multiply(g[s], mask[s], out=out[s])
 
-    parallel.over_batch(work, g.shape[0], g.size) if g.ndim else work(slice(None))
+    parallel.over_batch(work, g.shape[0], g.size) if g.ndim else work(...)  # 0-d: g[...]
     return out
 
 
