@@ -5,11 +5,9 @@ products go to oneDNN's ``dnnl_sgemm`` when the ``onednn-cpu-gomp`` package (one
 library, Apache 2.0) is installed; everything else, and every product when it is not, goes
 to ``np.matmul`` (NumPy's BLAS, OpenBLAS in NumPy's wheels).
 
-Why a second GEMM: on an AVX-512 machine (AMD EPYC Zen 5) NumPy's OpenBLAS reaches about
-105 GFLOP/s per core on conv2d's products, oneDNN's sgemm 150 to 220; on an AVX2 one (Zen 3)
-the two are close (50 to 80 each), and the training step is still 1.06x faster on oneDNN
-(the GEMM table of ``benchmarks/bench_conv.py`` shows both). conv2d's forward and both its
-backward formulas are GEMMs, so this is most of a training step.
+Why a second GEMM: conv2d's forward and both its backward formulas are GEMMs, most of a
+training step, and oneDNN's sgemm runs them faster than NumPy's OpenBLAS, up to about twice
+as fast with AVX-512 (docs/performance.md, "Measurements behind the fast kernels").
 
 Threads. The library splits its products across threads itself (``parallel``), so each
 call here runs on the calling thread only: oneDNN's OpenMP runtime (libgomp) is told to use

@@ -138,7 +138,7 @@ class Columns:
 
     The pixel-major kind pads x (channels last) into a buffer of its own, each thread
     filling the images it works on (``fill``) rather than in a pass of its own: a thread
-    hand-off costs about 0.14 ms here. conv2d's forward keeps the filled object for dW.
+    hand-off costs more than the copy. conv2d's forward keeps the filled object for dW.
     """
 
     def __init__(self, x: np.ndarray, kernel: Pair, stride: Pair, padding: Pair,
@@ -178,8 +178,8 @@ class Columns:
 
     def rows_per_block(self, itemsize: int) -> int:
         """Output rows of one image per block: all H' of them, unless one image's columns
-        alone exceed BLOCK_BYTES (pixel-major, large images: a 56x56x64 image's are 7 MB,
-        and its product ran at 50 against 76 GFLOP/s in blocks of 8 rows here)."""
+        alone exceed BLOCK_BYTES (pixel-major, large images: the product of a block that
+        fits in cache runs faster; docs/performance.md)."""
         ho, wo = self.out_hw
         if self.offset_major or self.pixels * self.k * itemsize <= BLOCK_BYTES:
             return ho
@@ -287,7 +287,7 @@ def im2col_grad_weight(dout_flat: np.ndarray, x: np.ndarray, kernel: Pair, strid
     Returns (dW_flat, db): with ``bias`` and offset-major columns (few channels), X_col
     carries a row of ones, so the product's last column is db = dout.sum((0, 2, 3)) at no
     extra pass over dout; otherwise db is None (a separate GEMV over dout was cheaper there
-    than one per block: 0.07 ms against 0.5 ms for 64x64x14x14).
+    than one per block).
     """
     if columns is None:
         ones_row = bias and _bias_rides_along(x.shape, kernel, stride, padding, dilation)
@@ -396,8 +396,7 @@ def col2im_of_product(w_flat: np.ndarray, dout_flat: np.ndarray,
 
 
 # _col2im_of_product_stride1 multiplies dout laid out on the padded input's grid: worth it
-# while that grid is at most this much bigger than the output (measured with oneDNN: 10%
-# faster at 56x56, 1.07x the pixels; 5% at 28x28, 1.15x; 10% slower at 14x14, 1.31x)
+# while that grid is at most this much bigger than the output (docs/performance.md)
 MAX_GRID_GROWTH = 1.2
 
 
@@ -502,8 +501,7 @@ def flat_pixels(y: np.ndarray) -> np.ndarray:
     """dout_flat: (N, F, H', W') -> (F, N*H'*W'); a view when y is channels-last in memory.
 
     Other layouts are copied channel-major: from (N, F, H', W') memory that copy moves whole
-    image planes, where a pixel-major one would read with a stride of H'*W' (27 ms instead
-    of a few for 64x64x32x32).
+    image planes, where a pixel-major one would read with a stride of H'*W'.
     """
     yl = channels_last(y)
     if _merges(yl.shape[:3], yl.strides[:3]):
@@ -547,8 +545,7 @@ def max_pool_forward(x: np.ndarray, kernel: Pair, stride: Pair,
         np.copyto(best, views[0][s])
         better = np.empty(best.shape, dtype=bool)
         # each view is copied to contiguous memory first: NumPy compares strided views
-        # (runs of C values) at half the speed, and a copy plus contiguous compares is
-        # cheaper (0.16 against 0.33 ms per offset for 64x32x28x28, one thread)
+        # (runs of C values) at half the speed, so a copy plus contiguous compares is cheaper
         candidate = np.empty_like(best)
         for k, view in enumerate(views[1:], start=1):
             np.copyto(candidate, view[s])
@@ -577,9 +574,8 @@ def window_scatter(values: np.ndarray, x_shape: tuple[int, int, int, int], kerne
     ph, pw = padding
     vl = channels_last(values)
     # each thread copies its images to contiguous channels-last memory first when values
-    # are laid out otherwise: cheaper than the passes below reading channels-first memory
-    # (a flatten's gradient: stride H'*W'; the reference CNN's second pool, 0.55 -> 0.48
-    # ms) or a view into a padded buffer (conv2d's dX: its first pool, 0.67 -> 0.53 ms)
+    # are laid out otherwise (a flatten's channels-first gradient, a view into conv2d's
+    # padded dX): cheaper than the passes below reading such memory
     relayout = not vl.flags.c_contiguous
     out_hw = vl.shape[1:3]
     add = _overlapping(kernel, stride)  # disjoint windows can be written, not accumulated
@@ -636,8 +632,8 @@ def sum_outer_axes(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray | None:
     """np.sum(a, axes) as one GEMV, ones @ a2d, when the kept axes are the innermost in memory.
 
     That is conv's bias gradient dout.sum((0, 2, 3)) on channels-last memory: NumPy adds
-    such rows one short row at a time (about 1 ms for 64x32x28x28), a GEMV streams them in
-    about 0.1 ms. Returns None when the layout or dtype does not fit.
+    such rows one short row at a time, a GEMV streams them (about 10 times faster).
+    Returns None when the layout or dtype does not fit.
     """
     if a.dtype not in (np.float32, np.float64) or a.size < ROW_SUM_MIN_ELEMENTS:
         return None

@@ -2,11 +2,12 @@
 
 A training step allocates and frees the same large arrays (X_col, activations, gradients)
 every step. glibc serves blocks above its mmap threshold with fresh mmap'd pages and unmaps
-them on free, so every step pays thousands of page faults touching new memory (measured:
-~4,500 faults and ~25% of a reference-CNN step). Raising the mmap threshold to glibc's
+them on free, so every step pays thousands of page faults touching new memory
+(docs/performance.md). Raising the mmap threshold to glibc's
 maximum (32 MiB on 64-bit) and the trim threshold lets freed blocks be reused.
 
-Applied once at import on Linux with glibc; set TINYGRAD_CONV_MALLOC_TUNING=0 to skip it.
+Applied once, when the fast backend loads, on Linux with glibc; set
+TINYGRAD_CONV_MALLOC_TUNING=0 to skip it.
 Anywhere else it does nothing.
 """
 
