@@ -11,11 +11,13 @@ with the variables set.
 from __future__ import annotations
 
 import argparse
+import atexit
 import ctypes
 import gc
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -61,6 +63,9 @@ def make_parser(description: str, repeats: int, warmup: int) -> argparse.Argumen
                              "another (steadier ratios on a busy machine)")
     parser.add_argument("--no-torch", action="store_true",
                         help="skip the PyTorch columns even if torch is installed")
+    parser.add_argument("--load", type=int, default=0, metavar="N",
+                        help="run N competing CPU-bound processes for the whole run, as on a "
+                             "user's busy machine (both frameworks time under the same load)")
     parser.set_defaults(default_repeats=repeats, default_warmup=warmup)
     return parser
 
@@ -132,8 +137,32 @@ def import_torch(threads: int, disabled: bool = False):
 
 
 def setup(args: argparse.Namespace) -> str:
-    """Apply --threads (possibly re-executing the script); returns the method description."""
-    return set_threads(args.threads)
+    """Apply --threads (possibly re-executing the script) and start --load's competing
+    processes; returns the method description."""
+    method = set_threads(args.threads)
+    start_load(getattr(args, "load", 0))
+    return method
+
+
+# a busy loop that also ends within an hour, or when the benchmark is gone (orphaned: ppid 1)
+_BUSY_LOOP = ("import os, time\nend = time.time() + 3600\n"
+              "while time.time() < end and os.getppid() != 1: pass")
+
+
+def start_load(count: int) -> list[subprocess.Popen]:
+    """Start ``count`` CPU-bound processes (a Python busy loop each), ended at exit."""
+    if count <= 0:
+        return []
+    procs = [subprocess.Popen([sys.executable, "-c", _BUSY_LOOP]) for _ in range(count)]
+
+    def stop() -> None:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+    atexit.register(stop)
+    time.sleep(0.5)  # let them take their cores
+    return procs
 
 
 # --------------------------------------------------------------------------- timing
@@ -426,6 +455,13 @@ def load_text() -> str:
     return text
 
 
+def _load_line(args: argparse.Namespace) -> str:
+    count = getattr(args, "load", 0)
+    if not count:
+        return "none started by the script"
+    return f"{count} CPU-bound process(es) (a Python busy loop) running for the whole run"
+
+
 def header(title: str, args: argparse.Namespace, thread_method: str, torch) -> str:
     """The Markdown header every script prints: what ran, on what, with which versions."""
     import numpy as np
@@ -450,6 +486,7 @@ def header(title: str, args: argparse.Namespace, thread_method: str, torch) -> s
         f"- timing: median of {args.repeats} runs after {args.warmup} warm-up runs; "
         f"± is the interquartile range; cases timed {order}",
         f"- load average before the run: {load_text()}",
+        f"- competing load: {_load_line(args)}",
         "",
     ]
     return "\n".join(lines)
