@@ -185,7 +185,7 @@ class ReLU(Op):
 
 
 @register("relu_backward")
-class MaskedGrad(Op):
+class ReluBackward(Op):
     """g where the mask is set, else 0: relu's backward (and, being linear, its own)."""
 
     mask: np.ndarray
@@ -198,7 +198,7 @@ class MaskedGrad(Op):
 
 
 def _masked(g: Tensor, mask: np.ndarray) -> Tensor:
-    op = MaskedGrad()
+    op = ReluBackward()
     op.mask = mask
     return op.apply(g)
 
