@@ -5,7 +5,8 @@
 
 Every epoch trains the reference CNN (``models.reference_cnn``) on shuffled batches, evaluates
 it on the test set, then writes to ``out``: ``checkpoint.npz`` (model, optimizer, lr-scheduler,
-RNG and data-loader states, metrics: ``resume=True`` continues exactly where it stopped),
+RNG and data-loader states, metrics: ``resume=True`` continues exactly where it stopped; see
+``tinygrad_conv.checkpoint``),
 ``metrics.jsonl`` (one JSON line per epoch) and ``curves.png`` (when matplotlib is installed).
 
 The learning rate follows ``lr_schedule``: "cosine" (the default) anneals it from ``lr`` to 0
@@ -24,18 +25,18 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from . import checkpoint, rng
 from . import functional as F
-from . import rng
+from .checkpoint import CHECKPOINT_NAME, TrainingError
 from .data import MNIST, DataLoader, Subset
 from .engine import no_grad
 from .models import reference_cnn
 
-CHECKPOINT_NAME, METRICS_NAME, CURVES_NAME = "checkpoint.npz", "metrics.jsonl", "curves.png"
-CHECKPOINT_FORMAT = "tinygrad_conv.training/1"
+METRICS_NAME, CURVES_NAME = "metrics.jsonl", "curves.png"
 EVAL_BATCH_SIZE = 500
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("cosine", "constant")
@@ -72,10 +73,6 @@ class TrainConfig:
     resume: bool = False
     progress: bool = True
     download: bool = True
-
-
-class TrainingError(RuntimeError):
-    """A run that cannot start (no checkpoint to resume, mismatched settings)."""
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -172,7 +169,7 @@ class Trainer:
         self.log = log
         self.out = Path(config.out)
         self.checkpoint_path = self.out / CHECKPOINT_NAME
-        saved = self._load_checkpoint() if config.resume else None
+        saved = checkpoint.read(self.checkpoint_path) if config.resume else None
         self.config = cfg = resolve_config(config, saved["config"] if saved else None, log)
 
         self.train_set = MNIST(cfg.data_dir, train=True, download=cfg.download)
@@ -198,14 +195,7 @@ class Trainer:
         self._updating = False  # True while weights are half updated (not safe to save)
         self._loader_mid_epoch = False
         if saved:
-            try:
-                self._restore(saved)
-            except (KeyError, ValueError, TypeError) as e:
-                raise TrainingError(
-                    f"--resume: {self.checkpoint_path} does not fit this run ({e}); delete it "
-                    "or run without --resume"
-                ) from None
-            self._resume_lr()
+            checkpoint.restore(self, saved)
             log(f"resuming {self.checkpoint_path}: {self._position()}")
         elif self.checkpoint_path.exists():
             log(f"starting from scratch: {self.checkpoint_path} will be replaced "
@@ -221,88 +211,20 @@ class Trainer:
             return "constant"
         return f"cosine schedule to 0 over {self.scheduler.T_max} steps"
 
-    def _steps_left(self) -> int:
+    def steps_left(self) -> int:
         """The optimizer steps from the current point to the end of the run."""
         cfg, bpe = self.config, self.batches_per_epoch
         if self.epochs_done >= cfg.epochs:
             return 0
         return max(bpe - self.stats.batches, 0) + (cfg.epochs - self.epochs_done - 1) * bpe
 
-    def _resume_lr(self) -> None:
-        """Set the lr of a restored optimizer: ``--lr`` given on resume wins; a cosine schedule
-        keeps its position (steps done) and ends at 0 on the run's last step. Unchanged
-        settings give back exactly the checkpoint's schedule and lr."""
-        lr = self.config.lr
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        sched = self.scheduler
-        if sched is not None:
-            for group in self.optimizer.param_groups:
-                group["initial_lr"] = lr
-            sched.base_lrs = [lr] * len(self.optimizer.param_groups)
-            sched.T_max = max(sched.last_epoch + self._steps_left(), 1)
-            sched.last_epoch -= 1
-            sched.step()  # recompute the lr at the steps done (closed form)
-
-    # ---- checkpoints ------------------------------------------------------------------
-    def _load_checkpoint(self) -> dict[str, Any]:
-        from .serialization import load
-
-        if not self.checkpoint_path.exists():
-            raise TrainingError(
-                f"--resume: no checkpoint at {self.checkpoint_path}; run without --resume to "
-                "start training, or pass the --out folder of the run to continue"
-            )
-        try:
-            saved = load(self.checkpoint_path)
-        except (OSError, ValueError) as e:  # truncated or corrupt: tc.load says which
-            raise TrainingError(f"--resume: {e}; delete it or run without --resume") from None
-        if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
-            raise TrainingError(
-                f"--resume: {self.checkpoint_path} is not a training checkpoint written by "
-                "`tinygrad-conv train`"
-            )
-        return saved
-
-    def _restore(self, saved: dict[str, Any]) -> None:
-        self.model.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.loader.load_state_dict(saved["loader"])
-        self._loader_mid_epoch = saved["loader"]["position"] > 0
-        self.rng_state = saved["rng"]
-        rng.set_rng_state(self.rng_state)
-        self.history = list(saved["metrics"])
-        self.epochs_done = int(saved["epoch"])
-        self.stats = _EpochStats(**saved["partial"])
-        if self.scheduler is not None:
-            if not isinstance(saved["scheduler"], dict):
-                raise ValueError("it has no lr-scheduler state")
-            self.scheduler.load_state_dict(saved["scheduler"])
-
     def checkpoint(self) -> dict[str, Any]:
-        """Everything a resume needs, at the last consistent point (a batch boundary)."""
-        loader_state = self.loader.state_dict()
-        if loader_state["position"]:  # mid-epoch: count only the batches fully trained
-            loader_state["position"] = self.stats.batches
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "epoch": self.epochs_done,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
-            "rng": self.rng_state,  # tc.manual_seed's generator
-            "loader": loader_state,  # its own generator, and the batches done this epoch
-            "partial": asdict(self.stats),  # the running sums of the epoch in progress
-            "metrics": self.history,
-            "config": _saved_settings(self.config),
-        }
+        """Everything a resume needs (``checkpoint.snapshot``)."""
+        return checkpoint.snapshot(self)
 
     def save(self) -> Path:
-        from .serialization import save
-
-        self.out.mkdir(parents=True, exist_ok=True)
-        save(self.checkpoint(), self.checkpoint_path)
-        return self.checkpoint_path
+        """Write the checkpoint to ``out`` (``checkpoint.write``); returns its path."""
+        return checkpoint.write(self)
 
     # ---- training ---------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
@@ -439,7 +361,8 @@ def plot_curves(history: list[dict[str, Any]], path: str | Path) -> bool:
     return True
 
 
-def _saved_settings(cfg: TrainConfig) -> dict[str, Any]:
+def saved_settings(cfg: TrainConfig) -> dict[str, Any]:
+    """The settings a checkpoint remembers (``DEFAULTS``' keys) of ``cfg``."""
     return {k: getattr(cfg, k) for k in DEFAULTS}
 
 
