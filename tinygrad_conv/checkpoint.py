@@ -19,6 +19,7 @@ The functions take the ``training.Trainer`` whose state they save or restore.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -55,17 +56,60 @@ def read(path: Path) -> dict[str, Any]:
     return saved
 
 
+def settings(saved: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The run settings a checkpoint holds (None for no checkpoint); ``TrainingError`` if they
+    are missing (``training.resolve_config`` checks their values)."""
+    if saved is None:
+        return None
+    config = saved.get("config")
+    if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
+        raise TrainingError("--resume: the checkpoint has no valid run settings (its 'config'); "
+                            "it was not written by `tinygrad-conv train` or was edited; delete "
+                            "it or run without --resume")
+    return config
+
+
 def restore(trainer: Any, saved: dict[str, Any]) -> None:
     """Put ``trainer`` (model, optimizer, loader, RNG, progress, lr) at the checkpoint's
     point; ``TrainingError`` if the checkpoint does not fit the run."""
     try:
+        _check_progress(saved, len(trainer.loader))
         _restore_state(trainer, saved)
-    except (KeyError, ValueError, TypeError) as e:
+        _replan_lr(trainer)
+    except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError,
+            OverflowError) as e:
         raise TrainingError(
             f"--resume: {trainer.checkpoint_path} does not fit this run ({e}); delete it "
             "or run without --resume"
         ) from None
-    _replan_lr(trainer)
+
+
+def _check_progress(saved: dict[str, Any], batches: int) -> None:
+    """ValueError naming the first counter of ``saved`` that no run could have written."""
+    def count(value: Any, what: str, most: int | None = None) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"its {what} is {value!r}, not a count >= 0")
+        if most is not None and value > most:
+            raise ValueError(f"its {what} is {value}, more than the {most} batches per epoch")
+        return value
+
+    epoch = count(saved["epoch"], "epoch")
+    if not isinstance(saved["metrics"], list) or len(saved["metrics"]) != epoch:
+        raise ValueError(f"it has epoch {epoch} but not one metrics row per epoch")
+    if not isinstance(saved["loader"], dict) or not isinstance(saved["partial"], dict):
+        raise ValueError("its loader or partial-epoch state is not a dict")
+    position = count(saved["loader"].get("position", 0), "loader position", batches)
+    partial = saved["partial"]
+    for key in ("batches", "correct", "seen"):
+        count(partial[key], f"partial {key}")
+    if position and partial["batches"] != position:
+        raise ValueError(f"its loader position {position} differs from the "
+                         f"{partial['batches']} batches its partial epoch counts")
+    for key in ("loss_sum", "seconds"):
+        value = partial[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value):
+            raise ValueError(f"its partial {key} is {value!r}, not a finite number")
 
 
 def _restore_state(trainer: Any, saved: dict[str, Any]) -> None:
@@ -79,9 +123,13 @@ def _restore_state(trainer: Any, saved: dict[str, Any]) -> None:
     trainer.epochs_done = int(saved["epoch"])
     trainer.stats = type(trainer.stats)(**saved["partial"])
     if trainer.scheduler is not None:
-        if not isinstance(saved["scheduler"], dict):
-            raise ValueError("it has no lr-scheduler state")
-        trainer.scheduler.load_state_dict(saved["scheduler"])
+        state = saved["scheduler"]
+        if not isinstance(state, dict) or set(state) != set(trainer.scheduler.state_dict()):
+            raise ValueError("it has no lr-scheduler state of this run's kind")
+        steps = state["last_epoch"]
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"its lr scheduler's step count is {steps!r}")
+        trainer.scheduler.load_state_dict(state)
 
 
 def _replan_lr(trainer: Any) -> None:

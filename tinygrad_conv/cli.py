@@ -10,11 +10,12 @@ Also ``python -m tinygrad_conv ...``.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .training import DEFAULTS, LR_SCHEDULES, OPTIMIZERS, TrainConfig
+from .training import DEFAULTS, LR_SCHEDULES, MAX_LR, OPTIMIZERS, TrainConfig
 
 GRAPH_FORMATS = ("svg", "png", "pdf")
 
@@ -26,10 +27,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
+def _learning_rate(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {value}")
+    if not (math.isfinite(value) and 0 < value <= MAX_LR):
+        raise argparse.ArgumentTypeError(f"must be a number in (0, {MAX_LR:g}], got {text}")
     return value
 
 
@@ -55,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "--resume, the checkpoint's)")
     train.add_argument("--batch-size", metavar="N", type=_positive_int, default=None,
                        help=f"training batch size (default {d['batch_size']})")
-    train.add_argument("--lr", metavar="LR", type=_positive_float, default=None,
+    train.add_argument("--lr", metavar="LR", type=_learning_rate, default=None,
                        help=f"learning rate: the constant one, or where the cosine schedule "
                             f"starts (default {d['lr']})")
     train.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None,
@@ -66,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "checkpoint's schedule continues and cannot be changed)")
     train.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
                        help=f"optimizer; sgd uses momentum 0.9 (default {d['optimizer']})")
-    train.add_argument("--seed", metavar="N", type=int, default=None,
+    train.add_argument("--seed", metavar="N", type=_non_negative_int, default=None,
                        help=f"random seed for initialisation and shuffling (default {d['seed']})")
     train.add_argument("--data-dir", metavar="DIR", default=None,
                        help="folder with the four MNIST IDX files (.gz or raw); default "
@@ -123,6 +131,13 @@ def _train(args: argparse.Namespace) -> int:
         return 130
     except (MNISTError, TrainingError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # the machine's state: a full disk, a vanished folder...
+        print(f"error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}; check the "
+              "disk space and permissions of --out and --data-dir", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("error: out of memory; use a smaller --batch-size", file=sys.stderr)
         return 1
     return 0
 
