@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -90,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue from OUT/checkpoint.npz; the settings not given default "
                             "to the checkpoint's, and the result equals an uninterrupted run")
+    train.add_argument("--no-verify", action="store_true",
+                       help="load data files that are neither the published originals nor "
+                            "listed in the data folder's MD5SUMS (a warning names each)")
     train.add_argument("--no-progress", action="store_true",
                        help="no progress bar (the per-epoch summary lines are still printed)")
     train.set_defaults(handler=_train)
@@ -119,10 +123,12 @@ def _train(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
         seed=args.seed, limit_batches=args.limit_batches, limit_test=args.limit_test,
         lr_schedule=args.lr_schedule, data_dir=args.data_dir, out=args.out, resume=args.resume,
-        progress=not args.no_progress,
+        progress=not args.no_progress, verify=not args.no_verify,
     )
     try:
-        fit(config)
+        with warnings.catch_warnings():  # warnings as one "warning:" line each
+            warnings.showwarning = _print_warning
+            fit(config)
     except TrainingInterrupted as e:
         print(f"\n{e}", file=sys.stderr)
         return 130
@@ -140,6 +146,10 @@ def _train(args: argparse.Namespace) -> int:
         print("error: out of memory; use a smaller --batch-size", file=sys.stderr)
         return 1
     return 0
+
+
+def _print_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def _graph(args: argparse.Namespace) -> int:

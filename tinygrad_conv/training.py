@@ -61,7 +61,8 @@ class TrainConfig:
 
     ``limit_batches`` caps the batches per epoch, ``limit_test`` evaluates on the first N test
     images only (both for quick runs). ``lr_schedule`` is "cosine" (from ``lr`` to 0 over all
-    the run's steps) or "constant". ``data_dir`` defaults as ``MNIST``'s root.
+    the run's steps) or "constant". ``data_dir`` defaults as ``MNIST``'s root; ``verify=False``
+    loads data files that are not the published originals (with a warning).
     """
 
     epochs: int | None = None
@@ -77,6 +78,7 @@ class TrainConfig:
     resume: bool = False
     progress: bool = True
     download: bool = True
+    verify: bool = True
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -176,9 +178,10 @@ class Trainer:
         saved = checkpoint.read(self.checkpoint_path) if config.resume else None
         self.config = cfg = resolve_config(config, checkpoint.settings(saved), log)
 
-        self.train_set = MNIST(cfg.data_dir, train=True, download=cfg.download)
+        self.train_set = MNIST(cfg.data_dir, train=True, download=cfg.download,
+                               verify=cfg.verify)
         check_batch_size(cfg.batch_size, len(self.train_set))
-        test_set = MNIST(cfg.data_dir, train=False, download=cfg.download)
+        test_set = MNIST(cfg.data_dir, train=False, download=cfg.download, verify=cfg.verify)
         if cfg.limit_test:
             test_set = Subset(test_set, range(min(cfg.limit_test, len(test_set))))
         self.test_set = test_set
