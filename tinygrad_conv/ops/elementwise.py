@@ -188,7 +188,7 @@ class ReLU(Op):
         if a.ndim:
             over_batch(work, a.shape[0], a.size)
         else:
-            work(slice(None))
+            work(Ellipsis)  # a 0-d array: a[...] (a slice would index a missing axis)
         self.mask = mask
         return out
 
@@ -208,7 +208,7 @@ class MaskedGrad(Op):
         def work(s: slice) -> None:
             np.multiply(g[s], mask[s], out=out[s])
 
-        over_batch(work, g.shape[0], g.size) if g.ndim else work(slice(None))
+        over_batch(work, g.shape[0], g.size) if g.ndim else work(Ellipsis)
         return out
 
     def backward(self, gg):
