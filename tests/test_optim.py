@@ -235,6 +235,29 @@ def test_scheduler_state_dict_round_trip(tmp_path):
     assert opt2.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
 
 
+def test_replan_keeps_the_steps_taken_and_follows_the_new_plan():
+    opt = optim.SGD([nn.Parameter(W0)], lr=0.1)
+    sched = lr_scheduler.CosineAnnealingLR(opt, T_max=10)
+    for _ in range(4):
+        sched.step()
+    sched.replan(0.05, T_max=20)
+    expected = [0.05 * (1 + math.cos(math.pi * e / 20)) / 2 for e in range(4, 21)]
+    lrs = lr_sequence(sched, opt, 16)
+    np.testing.assert_allclose(lrs, expected, rtol=1e-12)
+    assert opt.param_groups[0]["initial_lr"] == 0.05 and sched.last_epoch == 20
+
+
+def test_replan_of_step_lr_is_closed_form_and_rejects_unknown_settings():
+    opt = optim.SGD([nn.Parameter(W0)], lr=0.1)
+    sched = lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    for _ in range(5):
+        sched.step()
+    sched.replan(1.0, step_size=3)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5)  # 1.0 * 0.5 ** (5 // 3)
+    with pytest.raises(ValueError, match="no setting named 'T_max'"):
+        sched.replan(1.0, T_max=3)
+
+
 # ---- end to end ------------------------------------------------------------------------
 @pytest.mark.parametrize("make", [
     lambda ps: optim.SGD(ps, lr=0.2, momentum=0.9),

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
+import stat
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -157,3 +162,120 @@ def test_pickled_data_is_never_loaded(tmp_path):
         z.writestr("__structure__.npy", structure)
     with pytest.raises(serialization.CheckpointError, match="pickled"):
         tc.load(path)
+
+
+# ---- crafted files (issue 17) ------------------------------------------------------------
+def _craft(path, structure: dict | str, **members) -> None:
+    """An npz with ``members`` (name -> raw .npy bytes or array) and a JSON structure."""
+    doc = structure if isinstance(structure, str) else json.dumps(structure)
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("__structure__.npy", _npy(np.frombuffer(doc.encode(), np.uint8)))
+        for name, value in members.items():
+            z.writestr(f"{name}.npy", value if isinstance(value, bytes) else _npy(value))
+
+
+def _npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def _doc(root) -> dict:
+    return {"format": "tinygrad_conv.save", "version": 1, "root": root}
+
+
+def _huge_header(shape: tuple, dtype: str = "<f4") -> bytes:
+    """A .npy member whose header declares ``shape`` but which holds 16 bytes."""
+    header = repr({"descr": dtype, "fortran_order": False, "shape": shape}).encode()
+    header += b" " * (63 - (10 + len(header)) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + bytes(16)
+
+
+CRAFTED = {
+    "a string version": lambda p: _craft(p, {**_doc(1), "version": "2"}),
+    "an int tensor marked requires_grad": lambda p: _craft(
+        p, _doc({"$type": "tensor", "member": "a0", "requires_grad": True}),
+        a0=np.arange(3)),
+    "a header claiming 10^12 floats": lambda p: _craft(
+        p, _doc({"$type": "array", "member": "a0"}), a0=_huge_header((10**12,))),
+    "a header claiming a negative shape": lambda p: _craft(
+        p, _doc({"$type": "array", "member": "a0"}), a0=_huge_header((-4,))),
+    "a member it does not have": lambda p: _craft(p, _doc({"$type": "array", "member": "zz"})),
+    "a member named by a number": lambda p: _craft(p, _doc({"$type": "array", "member": 3})),
+    "an unknown node type": lambda p: _craft(p, _doc({"$type": "set", "items": []})),
+    "a node without a type": lambda p: _craft(p, _doc({"items": []})),
+    "a dict of non-pairs": lambda p: _craft(p, _doc({"$type": "dict", "items": [1, 2]})),
+    "a float that is not one": lambda p: _craft(p, _doc({"$type": "float", "value": "x"})),
+    "deep JSON": lambda p: _craft(p, json.dumps(_doc(0))[:-2] + ", \"d\": "
+                                  + "[" * 100_000 + "]" * 100_000 + "}"),
+    "structure of int64": lambda p: _craft(p, _doc(0)) or _replace_structure(p),
+}
+
+
+def _replace_structure(path) -> None:
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("__structure__.npy", _npy(np.arange(5)))
+
+
+@pytest.mark.parametrize("case", sorted(CRAFTED))
+def test_crafted_files_raise_only_checkpoint_error(case, tmp_path):
+    path = tmp_path / "crafted.npz"
+    CRAFTED[case](path)
+    with pytest.raises(serialization.CheckpointError, match="crafted.npz"):
+        tc.load(path)
+
+
+def test_a_folder_is_not_a_checkpoint(tmp_path):
+    with pytest.raises(serialization.CheckpointError, match="is a folder"):
+        tc.load(tmp_path)
+
+
+def test_a_compressed_bomb_is_refused_before_it_is_inflated(tmp_path):
+    path = tmp_path / "bomb.npz"
+    tc.save({"w": np.zeros(2)}, path)
+    with zipfile.ZipFile(path) as z:
+        structure = z.read("__structure__.npy")
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("__structure__.npy", structure)
+        z.writestr("a0.npy", _npy(np.zeros(2_000_000, np.float32)))  # 8 MB in ~8 kB
+    assert path.stat().st_size < 100_000
+    with pytest.raises(serialization.CheckpointError, match="declares 8000128 bytes"):
+        tc.load(path)
+
+
+def _temps(folder) -> list[str]:
+    return sorted(n for n in os.listdir(folder) if n.endswith(".tmp"))
+
+
+def test_temp_files_of_killed_saves_are_removed_at_the_next_save(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    for name in (f".ck.npz.{dead}.0123456789ab.tmp", ".ck.npz.0123456789ab.tmp",
+                 f".other.npz.{dead}.ba9876543210.tmp"):
+        (tmp_path / name).write_bytes(b"PK\x03\x04 half")
+    live = f".ck.npz.{os.getppid()}.aaaaaaaaaaaa.tmp"  # a live process's save in progress
+    (tmp_path / live).write_bytes(b"PK")
+    (tmp_path / "mine.tmp").write_bytes(b"not ours")
+    tc.save({"w": np.zeros(2)}, tmp_path / "ck.npz")
+    assert _temps(tmp_path) == [live, "mine.tmp"]
+
+
+def test_saving_over_a_file_keeps_its_mode(tmp_path):
+    path = tmp_path / "ck.npz"
+    tc.save({"w": np.zeros(2)}, path)
+    path.chmod(0o600)
+    tc.save({"w": np.ones(2)}, path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    np.testing.assert_array_equal(tc.load(path)["w"], np.ones(2))
+
+
+def test_saving_through_a_symlink_writes_its_target(tmp_path):
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "ck.npz"
+    tc.save({"w": np.zeros(2)}, target)
+    link = tmp_path / "latest.npz"
+    link.symlink_to(target)
+    tc.save({"w": np.ones(2)}, link)
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    np.testing.assert_array_equal(tc.load(target)["w"], np.ones(2))
+    assert _temps(tmp_path) == [] and _temps(tmp_path / "real") == []

@@ -10,11 +10,13 @@ Also ``python -m tinygrad_conv ...``.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from .training import DEFAULTS, LR_SCHEDULES, OPTIMIZERS, TrainConfig
+from .training import DEFAULTS, LR_SCHEDULES, MAX_LR, OPTIMIZERS, TrainConfig
 
 GRAPH_FORMATS = ("svg", "png", "pdf")
 
@@ -26,10 +28,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
+def _learning_rate(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {value}")
+    if not (math.isfinite(value) and 0 < value <= MAX_LR):
+        raise argparse.ArgumentTypeError(f"must be a number in (0, {MAX_LR:g}], got {text}")
     return value
 
 
@@ -55,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "--resume, the checkpoint's)")
     train.add_argument("--batch-size", metavar="N", type=_positive_int, default=None,
                        help=f"training batch size (default {d['batch_size']})")
-    train.add_argument("--lr", metavar="LR", type=_positive_float, default=None,
+    train.add_argument("--lr", metavar="LR", type=_learning_rate, default=None,
                        help=f"learning rate: the constant one, or where the cosine schedule "
                             f"starts (default {d['lr']})")
     train.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None,
@@ -66,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "checkpoint's schedule continues and cannot be changed)")
     train.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
                        help=f"optimizer; sgd uses momentum 0.9 (default {d['optimizer']})")
-    train.add_argument("--seed", metavar="N", type=int, default=None,
+    train.add_argument("--seed", metavar="N", type=_non_negative_int, default=None,
                        help=f"random seed for initialisation and shuffling (default {d['seed']})")
     train.add_argument("--data-dir", metavar="DIR", default=None,
                        help="folder with the four MNIST IDX files (.gz or raw); default "
@@ -82,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue from OUT/checkpoint.npz; the settings not given default "
                             "to the checkpoint's, and the result equals an uninterrupted run")
+    train.add_argument("--no-verify", action="store_true",
+                       help="load data files that are neither the published originals nor "
+                            "listed in the data folder's MD5SUMS (a warning names each)")
     train.add_argument("--no-progress", action="store_true",
                        help="no progress bar (the per-epoch summary lines are still printed)")
     train.set_defaults(handler=_train)
@@ -111,10 +123,12 @@ def _train(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
         seed=args.seed, limit_batches=args.limit_batches, limit_test=args.limit_test,
         lr_schedule=args.lr_schedule, data_dir=args.data_dir, out=args.out, resume=args.resume,
-        progress=not args.no_progress,
+        progress=not args.no_progress, verify=not args.no_verify,
     )
     try:
-        fit(config)
+        with warnings.catch_warnings():  # warnings as one "warning:" line each
+            warnings.showwarning = _print_warning
+            fit(config)
     except TrainingInterrupted as e:
         print(f"\n{e}", file=sys.stderr)
         return 130
@@ -124,7 +138,18 @@ def _train(args: argparse.Namespace) -> int:
     except (MNISTError, TrainingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # the machine's state: a full disk, a vanished folder...
+        print(f"error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}; check the "
+              "disk space and permissions of --out and --data-dir", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("error: out of memory; use a smaller --batch-size", file=sys.stderr)
+        return 1
     return 0
+
+
+def _print_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def _graph(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ import hashlib
 import os
 import urllib.request
 import uuid
+import warnings
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -44,6 +45,15 @@ MD5 = {
     "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
     "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c",
 }
+# md5 of the IDX data inside them (a raw or re-gzipped copy of an original matches these)
+RAW_MD5 = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+# a folder's own list of trusted files, in the format `md5sum` writes and `md5sum -c` reads
+CHECKSUMS_NAME = "MD5SUMS"
 
 # tried in order; each holds the four .gz files under these names
 MIRRORS = [
@@ -62,7 +72,12 @@ _SCALED = (np.arange(256) / 255.0).astype(np.float32)
 
 
 class MNISTError(RuntimeError):
-    """MNIST files missing, corrupt or not downloadable; the message says which and what to do."""
+    """MNIST files missing, corrupt, changed or not downloadable; the message says which and
+    what to do."""
+
+
+class UnverifiedDataWarning(UserWarning):
+    """A data file that is not the published original was loaded because ``verify=False``."""
 
 
 def default_root() -> Path:
@@ -82,7 +97,9 @@ def _how_to_fix(root: Path) -> str:
 
 # ---- reading IDX files -----------------------------------------------------------------
 
-_cache: dict[tuple, np.ndarray] = {}
+# (path, size, mtime, magic) -> (array, md5 of the file, md5 of the IDX data): each file is
+# read and hashed once per process while it stays unchanged
+_cache: dict[tuple, tuple[np.ndarray, str, str]] = {}
 
 
 def read_idx(path: str | os.PathLike, expect_magic: int | None = None) -> np.ndarray:
@@ -90,20 +107,35 @@ def read_idx(path: str | os.PathLike, expect_magic: int | None = None) -> np.nda
 
     Images come back as (N, rows, cols), labels as (N,). Checks the magic number, that the
     byte length matches the header, and (for images) that images are 28x28. Raises
-    ``MNISTError`` naming the file on any problem.
+    ``MNISTError`` naming the file on any problem (unreadable included). Does not check the
+    content against checksums: ``MNIST`` does.
     """
-    path = Path(path)
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, expect_magic)
-    if key not in _cache:
+    return _read_idx_digests(Path(path), expect_magic)[0]
+
+
+def _read_idx_digests(path: Path, expect_magic: int | None) -> tuple[np.ndarray, str, str]:
+    try:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, expect_magic)
+        raw = None if key in _cache else path.read_bytes()
+    except OSError as e:
+        raise MNISTError(_unreadable(path, e)) from None
+    if raw is not None:
         if len(_cache) >= 8:
             _cache.pop(next(iter(_cache)))
-        _cache[key] = _parse_idx(path, _read_bytes(path), expect_magic)
+        data = _decompress(path, raw)
+        file_md5 = hashlib.md5(raw).hexdigest()
+        data_md5 = file_md5 if data is raw else hashlib.md5(data).hexdigest()
+        _cache[key] = (_parse_idx(path, data, expect_magic), file_md5, data_md5)
     return _cache[key]
 
 
-def _read_bytes(path: Path) -> bytes:
-    raw = path.read_bytes()
+def _unreadable(path: Path, e: OSError) -> str:
+    return (f"MNIST: cannot read {path} ({e.strerror or e}). Make it readable (e.g. chmod u+r, "
+            "and u+rx on its folder) or point --data-dir (root=) at a readable copy.")
+
+
+def _decompress(path: Path, raw: bytes) -> bytes:
     if raw[:2] != b"\x1f\x8b":  # not gzip: the IDX bytes themselves
         return raw
     try:
@@ -217,9 +249,77 @@ def _fetch(url: str, target: Path, md5: str, timeout: float) -> None:
 
 def _find(root: Path, name: str) -> Path | None:
     for candidate in (root / f"{name}.gz", root / name):
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError as e:  # e.g. a folder without read or search permission
+            raise MNISTError(_unreadable(candidate, e)) from None
     return None
+
+
+# ---- checking content ------------------------------------------------------------------
+
+_md5sums_cache: dict[tuple, dict[str, str]] = {}
+
+
+def folder_md5sums(folder: Path) -> dict[str, str]:
+    """{file name: md5} from ``folder/MD5SUMS`` (as ``md5sum`` writes it; {} if absent).
+
+    Lines that are not "<32 hex digits> <space or *><name>" are ignored, as ``md5sum -c``
+    warns and skips them."""
+    path = Path(folder) / CHECKSUMS_NAME
+    try:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        if key not in _md5sums_cache:
+            text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return {}
+    except OSError as e:
+        raise MNISTError(_unreadable(path, e)) from None
+    if key not in _md5sums_cache:
+        sums = {}
+        for line in text.splitlines():
+            digest, _, name = line.partition(" ")
+            name = name[1:] if name[:1] in (" ", "*") else name
+            if len(digest) == 32 and all(c in "0123456789abcdefABCDEF" for c in digest) and name:
+                sums[name] = digest.lower()
+        _md5sums_cache[key] = sums
+    return _md5sums_cache[key]
+
+
+def _verify(path: Path, name: str, digests: tuple[str, str], verify: bool,
+            published: tuple[dict[str, str], dict[str, str]]) -> None:
+    """Check the file at ``path`` (IDX base name ``name``; ``digests``: md5 of the file and
+    of its IDX data) is a published original or is listed with its md5 in its folder's
+    MD5SUMS. Otherwise raise ``MNISTError`` naming the file and what to do, or with
+    ``verify=False`` warn (``UnverifiedDataWarning``). ``published``: (md5 of the .gz files,
+    md5 of their IDX data) by name."""
+    file_md5, data_md5 = digests
+    gz_md5, raw_md5 = published[0].get(name), published[1].get(name)
+    if file_md5 in (gz_md5, raw_md5) or data_md5 == raw_md5:
+        return
+    listed = folder_md5sums(path.parent)
+    if listed.get(path.name) == file_md5 or (path.name != name and listed.get(name) == data_md5):
+        return
+    sums = path.parent / CHECKSUMS_NAME
+    if path.name in listed:
+        problem = (f"its md5 is {file_md5}, but {sums} lists {listed[path.name]}: the file "
+                   "changed after it was listed")
+    else:
+        problem = (f"its md5 is {file_md5}, not the published original's {gz_md5} (.gz) "
+                   f"or {raw_md5} (its IDX data): its content was changed or is corrupt")
+    if not verify:
+        warnings.warn(f"MNIST: {path} is not the published original ({problem}); loading it "
+                      "anyway because verification is off (verify=False / --no-verify)",
+                      UnverifiedDataWarning, stacklevel=3)
+        return
+    raise MNISTError(
+        f"MNIST: {path} is not the published original file: {problem}. Delete it and download "
+        "it again (download=True) or replace it with a good copy. If the file was changed on "
+        f"purpose, add it to {sums} (cd {path.parent} && md5sum {path.name} >> "
+        f"{CHECKSUMS_NAME}), or skip the check with verify=False (--no-verify)."
+    )
 
 
 # ---- datasets --------------------------------------------------------------------------
@@ -234,13 +334,18 @@ class MNIST:
 
     ``root`` defaults to ``$TINYGRAD_CONV_DATA``, else ``~/.cache/tinygrad_conv/mnist``.
     Missing files are downloaded when ``download`` (checked against the published md5).
+    Every file is checked against ``published`` (the md5 of the original .gz files and of the
+    IDX data in them): it must be an original, or be listed with its md5 in the folder's
+    ``MD5SUMS`` (as ``md5sum`` writes it); ``verify=False`` loads any well-formed file,
+    with a warning for each that is not verified.
     """
 
     classes = tuple(str(d) for d in range(10))
     mean, std = MEAN, STD
+    published = (MD5, RAW_MD5)
 
     def __init__(self, root: str | os.PathLike | None = None, train: bool = True,
-                 download: bool = True, normalize: bool = True) -> None:
+                 download: bool = True, normalize: bool = True, verify: bool = True) -> None:
         self.root = Path(root).expanduser() if root is not None else default_root()
         self.train, self.normalize = bool(train), bool(normalize)
         image_name, label_name = TRAIN_FILES if self.train else TEST_FILES
@@ -254,8 +359,9 @@ class MNIST:
                 "Or pass download=True to fetch them."
             )
         image_path, label_path = _find(self.root, image_name), _find(self.root, label_name)
-        self.images = read_idx(image_path, IMAGES_MAGIC)
-        self.labels = read_idx(label_path, LABELS_MAGIC).astype(np.int64)
+        self.images, *image_md5 = _read_idx_digests(image_path, IMAGES_MAGIC)
+        labels, *label_md5 = _read_idx_digests(label_path, LABELS_MAGIC)
+        self.labels = labels.astype(np.int64)
         if len(self.images) != len(self.labels):
             raise MNISTError(
                 f"MNIST: {image_path} holds {len(self.images)} images but {label_path} holds "
@@ -266,6 +372,9 @@ class MNIST:
             raise MNISTError(
                 f"MNIST: {label_path} has labels above 9; replace it with a good copy."
             )
+        for path, name, digests in ((image_path, image_name, image_md5),
+                                    (label_path, label_name, label_md5)):
+            _verify(path, name, digests, verify, self.published)
 
     def __len__(self) -> int:
         return len(self.labels)

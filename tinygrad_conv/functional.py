@@ -20,13 +20,22 @@ from .tensor import Tensor, as_tensor
 IntPair = int | tuple[int, int]
 
 
+def _is_int(value: Any) -> bool:
+    """An int or NumPy integer, but not a bool (True is no stride)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def _pair(name: str, arg: str, value: Any) -> tuple[int, int]:
+    """``value`` (an int or a pair of ints) as a pair of Python ints; TypeError otherwise."""
     if type(value) is int:  # the common cases first: this runs for every layer call
         return value, value
     if type(value) is tuple and len(value) == 2 and type(value[0]) is type(value[1]) is int:
         return value
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) for v in pair):
+    try:
+        pair = (value, value) if _is_int(value) else tuple(value)
+    except TypeError:
+        pair = ()
+    if len(pair) != 2 or not all(_is_int(v) for v in pair):
         raise TypeError(f"{name}: {arg} must be an int or a pair of ints, got {value!r}")
     return int(pair[0]), int(pair[1])
 
@@ -40,6 +49,7 @@ def _like(value: Any, x: Tensor) -> Tensor | None:
 
 
 def _require_4d(name: str, x: Tensor, what: str = "input") -> None:
+    """ValueError unless ``x`` is 4-D (N, C, H, W); TypeError unless it is float."""
     if x.ndim != 4:
         raise ValueError(f"{name}: expected a 4-D {what} (N, C, H, W), got shape {x.shape}")
     if x.dtype.kind != "f":
@@ -54,6 +64,11 @@ def conv2d(x: Any, weight: Any, bias: Any = None, stride: IntPair = 1, padding: 
     H' = 1 + (H + 2*pad_h - dilation_h*(HH-1) - 1) // stride_h (same for W).
     """
     x = as_tensor(x)
+    if weight is None:
+        raise TypeError("conv2d: weight must be a Tensor or array (F, C // groups, HH, WW), "
+                        "got None")
+    if not _is_int(groups):
+        raise TypeError(f"conv2d: groups must be an int, got {groups!r}")
     weight, bias = _like(weight, x), _like(bias, x)
     window = conv_ops.check_conv2d_args(
         x, weight, bias,
@@ -88,6 +103,9 @@ def avg_pool2d(x: Any, kernel_size: IntPair, stride: IntPair | None = None,
 def linear(x: Any, weight: Any, bias: Any = None) -> Tensor:
     """x (..., in_features) @ weight.T (weight (out, in)) + bias (out,) -> (..., out)."""
     x = as_tensor(x)
+    if weight is None:
+        raise TypeError("linear: weight must be a Tensor or array (out_features, in_features), "
+                        "got None")
     weight = _like(weight, x)
     if weight.ndim != 2 or x.ndim == 0 or x.shape[-1] != weight.shape[1]:
         raise ValueError(
@@ -117,6 +135,8 @@ def tanh(x: Any) -> Tensor:
 
 
 def _check_axis(name: str, x: Tensor, axis: int) -> int:
+    if x.ndim == 0 and axis in (0, -1):  # a 0-d tensor has one axis for this, as in PyTorch
+        return 0
     if not -x.ndim <= axis < x.ndim:
         raise ValueError(f"{name}: axis {axis} is out of range for shape {x.shape}")
     return axis % x.ndim
@@ -126,6 +146,8 @@ def softmax(x: Any, axis: int = -1, *, dim: int | None = None) -> Tensor:
     """exp(x) / sum(exp(x)) along ``axis``, shifted by the max so it never overflows."""
     x = as_tensor(x)
     axis = _check_axis("softmax", x, axis if dim is None else dim)
+    if x.ndim == 0:  # as PyTorch: the softmax of one number is 1
+        return softmax(x.reshape(1), 0).reshape(())
     return loss.Softmax(axis=axis).apply(x)
 
 
@@ -133,6 +155,8 @@ def log_softmax(x: Any, axis: int = -1, *, dim: int | None = None) -> Tensor:
     """x - logsumexp(x) along ``axis``, stable for large values."""
     x = as_tensor(x)
     axis = _check_axis("log_softmax", x, axis if dim is None else dim)
+    if x.ndim == 0:
+        return log_softmax(x.reshape(1), 0).reshape(())
     return loss.LogSoftmax(axis=axis).apply(x)
 
 
@@ -153,6 +177,8 @@ def _class_targets(name: str, scores: Tensor, target: Any) -> np.ndarray:
             f"{name}: target must have shape ({scores.shape[0]},) to match scores "
             f"{scores.shape}, got {t.shape}"
         )
+    if not t.dtype.isnative:  # e.g. big-endian ints read from a file
+        t = t.astype(t.dtype.newbyteorder("="))
     k = scores.shape[1]
     # one reduction checks both ends: viewed unsigned, a negative index is larger than any k
     unsigned = t.view(_UNSIGNED[t.dtype.itemsize]) if t.dtype.kind == "i" else t

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 _generator = {"rng": np.random.default_rng()}
@@ -28,3 +30,16 @@ def get_rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     """Restore a state from ``get_rng_state``."""
     _generator["rng"].bit_generator.state = state
+
+
+def draw(method: str, shape: tuple[int, ...], dtype: Any = None) -> np.ndarray:
+    """``shape`` samples of the generator's ``method`` ("standard_normal" or "random") as
+    ``dtype`` (default float32). Float32 and float64 are drawn directly, so the only memory
+    used is the result's; other dtypes are cast from a float64 draw."""
+    from .tensor import DEFAULT_FLOAT
+
+    dtype = np.dtype(dtype or DEFAULT_FLOAT)
+    sample = getattr(_generator["rng"], method)
+    if dtype in (np.float32, np.float64):
+        return sample(shape, dtype=dtype)
+    return sample(shape, dtype=np.float64).astype(dtype)

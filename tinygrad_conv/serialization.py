@@ -9,9 +9,15 @@ and None as they are; everything else is an object with a ``"$type"``::
     {"$type": "array", "member": "a0"}                (also numpy scalars: "scalar": true)
     {"$type": "tensor", "member": "a1", "requires_grad": false}
 
-Saving is atomic: the file is written under a temporary name in the same directory, flushed to
-disk, then renamed onto ``path``, so ``path`` holds either the old file or the new one. Loading
-never unpickles (``allow_pickle=False``): a file from a stranger cannot run code.
+Saving is atomic: the file is written under a temporary name (``.NAME.PID.RANDOM.tmp``) in the
+same directory, flushed to disk, then renamed onto ``path``, so ``path`` holds either the old
+file or the new one. Temporary files left by a killed save (whose process is gone) are removed
+at the next save into that folder. Saving onto a symlink writes the file it points to; saving
+over a file keeps its permission bits.
+
+Loading never unpickles: a file from a stranger cannot run code. Every array member's declared
+size is checked against the file's size before it is read, and only the members the structure
+names are read. Anything that is not a checkpoint raises ``CheckpointError`` (a ValueError).
 """
 
 from __future__ import annotations
@@ -19,8 +25,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import stat
 import uuid
 import zipfile
+from collections.abc import Callable
 from typing import IO, Any
 
 import numpy as np
@@ -35,7 +44,9 @@ PathLike = str | os.PathLike
 
 
 class CheckpointError(ValueError):
-    """A file that ``tc.load`` cannot read: truncated, corrupt, or not a checkpoint."""
+    """A file that ``tc.load`` cannot read: truncated, corrupt, crafted, or not a checkpoint.
+
+    A ValueError, so ``except ValueError`` clauses written before it existed still catch it."""
 
 
 def save(obj: Any, path: PathLike) -> None:
@@ -49,22 +60,33 @@ def save(obj: Any, path: PathLike) -> None:
 
 
 def load(path: PathLike) -> Any:
-    """Read what ``save`` wrote. Raises FileNotFoundError if ``path`` is missing and
-    CheckpointError (a ValueError) naming the file if it is truncated, corrupt or foreign."""
+    """Read what ``save`` wrote. Raises FileNotFoundError if ``path`` is missing (other
+    OSErrors, e.g. no read permission, pass through) and ``CheckpointError`` (a ValueError)
+    naming the file for anything else that is not a checkpoint: a folder, a truncated, corrupt
+    or foreign file, a crafted one (pickled data, sizes the file cannot hold, a structure nested
+    too deeply or naming what it does not have)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"tc.load: no such file: {path!r}")
-    members = _read_members(path)
-    if STRUCTURE not in members:
-        raise CheckpointError(
-            f"tc.load: {path!r} is an .npz file but not a tinygrad_conv checkpoint "
-            f"(it has no {STRUCTURE!r} member); load it with np.load instead"
-        )
-    doc = _parse_structure(path, members.pop(STRUCTURE))
+    if os.path.isdir(path):
+        raise CheckpointError(f"tc.load: {path!r} is a folder, not a checkpoint file")
+    _check_magic(path)
     try:
-        return _decode(doc["root"], members)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"tc.load: {path!r} has a corrupt structure: {exc}") from exc
+        with zipfile.ZipFile(path) as z:
+            read = _member_reader(path, z)
+            doc = _parse_structure(path, read(STRUCTURE))
+            return _decode(doc["root"], read)
+    except CheckpointError:
+        raise
+    except RecursionError:
+        raise CheckpointError(f"tc.load: {path!r} has a structure nested too deeply to be "
+                              "a checkpoint") from None
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        raise CheckpointError(f"tc.load: {path!r} has a corrupt structure: "
+                              f"{type(exc).__name__}: {exc}") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, NotImplementedError,
+            OverflowError, MemoryError) as exc:
+        raise _corrupt(path, exc) from None
 
 
 # ---- writing ----------------------------------------------------------------------------
@@ -106,12 +128,19 @@ def _add_array(arr: np.ndarray, arrays: dict[str, np.ndarray], where: str) -> st
     return name
 
 
+# .NAME.PID.RANDOM.tmp; before PIDs were in the name, .NAME.RANDOM.tmp
+_TEMP = re.compile(r"^\..+?\.(?:(\d+)\.)?[0-9a-f]{12}\.tmp$")
+
+
 def _atomic_write(path: str, arrays: dict[str, np.ndarray]) -> None:
-    folder, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+    path = os.path.realpath(path)  # through a symlink: replace the file, keep the link
+    folder, name = os.path.split(path)
+    _remove_stale_temps(folder)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     fd = os.open(tmp, flags, 0o666)  # the umask applies, as for any new file
     try:
+        _keep_mode(path, fd)
         with os.fdopen(fd, "wb") as f:
             _write_npz(f, arrays)
             f.flush()
@@ -122,6 +151,48 @@ def _atomic_write(path: str, arrays: dict[str, np.ndarray]) -> None:
             os.remove(tmp)
         raise
     _fsync_dir(folder)
+
+
+def _keep_mode(path: str, fd: int) -> None:
+    """Give the new file the permission bits of the file it replaces, if any."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, mode)
+
+
+def _remove_stale_temps(folder: str) -> None:
+    """Delete the temporary files of saves into ``folder`` whose process no longer runs."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        match = _TEMP.match(name)
+        if match and not _running(match.group(1)):
+            try:
+                os.remove(os.path.join(folder, name))
+            except OSError:
+                pass
+
+
+def _running(pid: str | None) -> bool:
+    """Whether the process that wrote a temp file may still be writing it."""
+    if pid is None:
+        return False  # an older tc.save's temp file: its save ended long ago
+    if int(pid) == os.getpid():
+        return False  # this process saves one file at a time per thread... and is here
+    if os.name != "posix":
+        return True  # no safe liveness check: leave it
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _write_npz(f: IO[bytes], arrays: dict[str, np.ndarray]) -> None:
@@ -144,7 +215,7 @@ def _fsync_dir(folder: str) -> None:
 
 
 # ---- reading ----------------------------------------------------------------------------
-def _read_members(path: str) -> dict[str, np.ndarray]:
+def _check_magic(path: str) -> None:
     with open(path, "rb") as f:
         head = f.read(len(ZIP_MAGIC))
     if head != ZIP_MAGIC:
@@ -153,18 +224,58 @@ def _read_members(path: str) -> dict[str, np.ndarray]:
             f"tc.load: {path!r} {what}, so it is not a tinygrad_conv checkpoint (tc.save "
             "writes .npz files); it may be truncated, or a different kind of file"
         )
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {name: z[name] for name in z.files}
-    except ValueError as exc:
-        if "pickle" in str(exc):
+
+
+def _member_reader(path: str, z: zipfile.ZipFile) -> Callable[[str], np.ndarray]:
+    """A function reading one array member by name, after checking its declared size."""
+    file_size = os.path.getsize(path)
+    infos = {info.filename: info for info in z.infolist()}
+
+    def read(name: Any) -> np.ndarray:
+        info = infos.get(f"{name}.npy") if isinstance(name, str) else None
+        if info is None:
+            if name == STRUCTURE:
+                raise CheckpointError(
+                    f"tc.load: {path!r} is an .npz file but not a tinygrad_conv checkpoint "
+                    f"(it has no {STRUCTURE!r} member); load it with np.load instead")
+            raise CheckpointError(f"tc.load: {path!r} names a member {name!r} it does not have")
+        if info.file_size > file_size:
             raise CheckpointError(
-                f"tc.load: {path!r} holds pickled (object) data, which is refused because "
-                "unpickling can run arbitrary code"
-            ) from exc
-        raise _corrupt(path, exc) from exc
-    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as exc:
-        raise _corrupt(path, exc) from exc
+                f"tc.load: {path!r}: member {name!r} declares {info.file_size} bytes but the "
+                f"file has only {file_size} (tc.save stores members uncompressed); it is "
+                "corrupt or crafted")
+        with z.open(info) as f:
+            return _read_npy(path, name, f, info.file_size)
+
+    return read
+
+
+def _read_npy(path: str, name: str, f: IO[bytes], member_size: int) -> np.ndarray:
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    readers = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
+    if version not in readers:
+        raise ValueError(f"member {name!r} has a .npy version {version} tc.save never writes")
+    shape, fortran, dtype = readers[version](f)
+    if dtype.hasobject:
+        raise CheckpointError(
+            f"tc.load: {path!r} holds pickled (object) data, which is refused because "
+            "unpickling can run arbitrary code")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes != member_size - f.tell():
+        raise CheckpointError(
+            f"tc.load: {path!r}: member {name!r} declares a {shape} {dtype} array "
+            f"({nbytes} bytes) but holds only {member_size - f.tell()} bytes; it is corrupt "
+            "or crafted")
+    buf = np.empty(nbytes, dtype=np.uint8)
+    view, got = memoryview(buf), 0
+    while got < nbytes:  # straight into the array: no second copy of the data
+        n = f.readinto(view[got:])
+        if not n:
+            raise EOFError(f"member {name!r} ends early")
+        got += n
+    arr = buf.view(dtype)
+    return arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
 
 
 def _corrupt(path: str, exc: BaseException) -> CheckpointError:
@@ -175,13 +286,19 @@ def _corrupt(path: str, exc: BaseException) -> CheckpointError:
 
 
 def _parse_structure(path: str, raw: np.ndarray) -> dict[str, Any]:
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise CheckpointError(f"tc.load: {path!r} has a structure member of the wrong kind")
     try:
         doc = json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise CheckpointError(f"tc.load: {path!r} has an unreadable structure: {exc}") from exc
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or "root" not in doc:
         raise CheckpointError(f"tc.load: {path!r} is not a tinygrad_conv checkpoint")
-    if doc.get("version", 0) > VERSION:
+    version = doc.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"tc.load: {path!r} has a format version of {version!r}, "
+                              "not a number")
+    if version > VERSION:
         raise CheckpointError(
             f"tc.load: {path!r} was written by a newer tinygrad_conv (format version "
             f"{doc['version']}, this one reads up to {VERSION}); upgrade tinygrad_conv"
@@ -189,22 +306,23 @@ def _parse_structure(path: str, raw: np.ndarray) -> dict[str, Any]:
     return doc
 
 
-def _decode(node: Any, members: dict[str, np.ndarray]) -> Any:
+def _decode(node: Any, read: Callable[[str], np.ndarray]) -> Any:
     if isinstance(node, list):
-        return [_decode(v, members) for v in node]
+        return [_decode(v, read) for v in node]
     if not isinstance(node, dict):
         return node
     kind = node["$type"]
     if kind == "dict":
-        return {_decode(k, members): _decode(v, members) for k, v in node["items"]}
+        return {_decode(k, read): _decode(v, read) for k, v in node["items"]}
     if kind == "tuple":
-        return tuple(_decode(v, members) for v in node["items"])
+        return tuple(_decode(v, read) for v in node["items"])
     if kind == "float":
         return float(node["value"])
-    arr = members[node["member"]]
+    if kind not in ("array", "tensor"):
+        raise ValueError(f"unknown node type {kind!r}")
+    arr = read(node["member"])
     if kind == "array":
         return arr[()] if node.get("scalar") else arr
-    if kind == "tensor":
-        t = Tensor._from_array(arr)
-        return t.requires_grad_(True) if node["requires_grad"] else t
-    raise ValueError(f"unknown node type {kind!r}")
+    if node["requires_grad"] and arr.dtype.kind != "f":
+        raise ValueError(f"a {arr.dtype} tensor is marked requires_grad (floats only)")
+    return Tensor._from_array(arr, requires_grad=bool(node["requires_grad"]))

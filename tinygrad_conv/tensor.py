@@ -326,6 +326,7 @@ class Tensor:
     def transpose(self, dim0: int, dim1: int) -> Tensor:
         """Swap two axes (as ``torch.transpose``)."""
         axes = list(range(self.ndim))
+        dim0, dim1 = _dim(dim0, self.ndim), _dim(dim1, self.ndim)
         axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
         return M.permute(self, tuple(axes))
 
@@ -336,7 +337,10 @@ class Tensor:
     def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
         if self.ndim == 0:
             return self.reshape(1)
-        start, end = start_dim % self.ndim, end_dim % self.ndim
+        start, end = _dim(start_dim, self.ndim), _dim(end_dim, self.ndim)
+        if start > end:
+            raise IndexError(f"flatten() has invalid args: start_dim {start_dim} cannot come "
+                             f"after end_dim {end_dim} (of a {self.ndim}-D tensor)")
         shape = self.shape[:start] + (-1,) + self.shape[end + 1:]
         return M.reshape(self, shape)
 
@@ -403,6 +407,17 @@ def tensor(data: Any, requires_grad: bool = False, dtype: Any = None) -> Tensor:
     return Tensor(data, requires_grad=requires_grad, dtype=dtype)
 
 
+def _dim(dim: Any, ndim: int) -> int:
+    """``dim`` wrapped into 0..ndim-1; PyTorch's IndexError when it is out of range."""
+    lo, hi = -max(ndim, 1), max(ndim, 1) - 1
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+        raise TypeError(f"a dimension must be an int, got {dim!r}")
+    if not lo <= dim <= hi:
+        raise IndexError(f"Dimension out of range (expected to be in range of [{lo}, {hi}], "
+                         f"but got {dim})")
+    return int(dim) % max(ndim, 1)
+
+
 def _dims(shape: Sequence) -> tuple[int, ...]:
     return _shape_arg(tuple(shape))
 
@@ -426,21 +441,19 @@ def ones_like(t: Any, requires_grad: bool = False, dtype: Any = None) -> Tensor:
 
 
 def randn(*shape: Any, requires_grad: bool = False, dtype: Any = None) -> Tensor:
-    """Standard normal samples from the generator ``manual_seed`` seeds."""
-    from .rng import generator
+    """Standard normal samples from the generator ``manual_seed`` seeds (drawn directly in
+    float32 or float64: no larger temporary than the result)."""
+    from .rng import draw
 
-    dtype = np.dtype(dtype or DEFAULT_FLOAT)
-    data = generator().standard_normal(_dims(shape), dtype=np.float64).astype(dtype)
-    return Tensor(data, requires_grad, dtype)
+    return Tensor._from_array(draw("standard_normal", _dims(shape), dtype)).requires_grad_(
+        requires_grad)
 
 
 def rand(*shape: Any, requires_grad: bool = False, dtype: Any = None) -> Tensor:
     """Uniform samples in [0, 1) from the generator ``manual_seed`` seeds."""
-    from .rng import generator
+    from .rng import draw
 
-    dtype = np.dtype(dtype or DEFAULT_FLOAT)
-    data = generator().random(_dims(shape), dtype=np.float64).astype(dtype)
-    return Tensor(data, requires_grad, dtype)
+    return Tensor._from_array(draw("random", _dims(shape), dtype)).requires_grad_(requires_grad)
 
 
 def arange(start: float, end: float | None = None, step: float = 1, *,

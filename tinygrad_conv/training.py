@@ -5,7 +5,8 @@
 
 Every epoch trains the reference CNN (``models.reference_cnn``) on shuffled batches, evaluates
 it on the test set, then writes to ``out``: ``checkpoint.npz`` (model, optimizer, lr-scheduler,
-RNG and data-loader states, metrics: ``resume=True`` continues exactly where it stopped),
+RNG and data-loader states, metrics: ``resume=True`` continues exactly where it stopped; see
+``tinygrad_conv.checkpoint``),
 ``metrics.jsonl`` (one JSON line per epoch) and ``curves.png`` (when matplotlib is installed).
 
 The learning rate follows ``lr_schedule``: "cosine" (the default) anneals it from ``lr`` to 0
@@ -20,23 +21,27 @@ bit for bit, as one never interrupted.
 from __future__ import annotations
 
 import json
+import math
 import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from . import checkpoint, rng
 from . import functional as F
-from . import rng
+from .checkpoint import CHECKPOINT_NAME, TrainingError
 from .data import MNIST, DataLoader, Subset
 from .engine import no_grad
 from .models import reference_cnn
 
-CHECKPOINT_NAME, METRICS_NAME, CURVES_NAME = "checkpoint.npz", "metrics.jsonl", "curves.png"
-CHECKPOINT_FORMAT = "tinygrad_conv.training/1"
+METRICS_NAME, CURVES_NAME = "metrics.jsonl", "curves.png"
 EVAL_BATCH_SIZE = 500
+MAX_LR = 10.0  # above this every optimizer here diverges at once
+# peak memory of one training step of the reference CNN per image (measured: ~0.65 MB)
+STEP_BYTES_PER_IMAGE = 700_000
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("cosine", "constant")
 
@@ -56,7 +61,8 @@ class TrainConfig:
 
     ``limit_batches`` caps the batches per epoch, ``limit_test`` evaluates on the first N test
     images only (both for quick runs). ``lr_schedule`` is "cosine" (from ``lr`` to 0 over all
-    the run's steps) or "constant". ``data_dir`` defaults as ``MNIST``'s root.
+    the run's steps) or "constant". ``data_dir`` defaults as ``MNIST``'s root; ``verify=False``
+    loads data files that are not the published originals (with a warning).
     """
 
     epochs: int | None = None
@@ -72,10 +78,7 @@ class TrainConfig:
     resume: bool = False
     progress: bool = True
     download: bool = True
-
-
-class TrainingError(RuntimeError):
-    """A run that cannot start (no checkpoint to resume, mismatched settings)."""
+    verify: bool = True
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -170,13 +173,15 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, log: Callable[[str], None] = print) -> None:
         self.log = log
-        self.out = Path(config.out)
+        self.out = check_out(config.out)
         self.checkpoint_path = self.out / CHECKPOINT_NAME
-        saved = self._load_checkpoint() if config.resume else None
-        self.config = cfg = resolve_config(config, saved["config"] if saved else None, log)
+        saved = checkpoint.read(self.checkpoint_path) if config.resume else None
+        self.config = cfg = resolve_config(config, checkpoint.settings(saved), log)
 
-        self.train_set = MNIST(cfg.data_dir, train=True, download=cfg.download)
-        test_set = MNIST(cfg.data_dir, train=False, download=cfg.download)
+        self.train_set = MNIST(cfg.data_dir, train=True, download=cfg.download,
+                               verify=cfg.verify)
+        check_batch_size(cfg.batch_size, len(self.train_set))
+        test_set = MNIST(cfg.data_dir, train=False, download=cfg.download, verify=cfg.verify)
         if cfg.limit_test:
             test_set = Subset(test_set, range(min(cfg.limit_test, len(test_set))))
         self.test_set = test_set
@@ -198,14 +203,7 @@ class Trainer:
         self._updating = False  # True while weights are half updated (not safe to save)
         self._loader_mid_epoch = False
         if saved:
-            try:
-                self._restore(saved)
-            except (KeyError, ValueError, TypeError) as e:
-                raise TrainingError(
-                    f"--resume: {self.checkpoint_path} does not fit this run ({e}); delete it "
-                    "or run without --resume"
-                ) from None
-            self._resume_lr()
+            checkpoint.restore(self, saved)
             log(f"resuming {self.checkpoint_path}: {self._position()}")
         elif self.checkpoint_path.exists():
             log(f"starting from scratch: {self.checkpoint_path} will be replaced "
@@ -221,88 +219,34 @@ class Trainer:
             return "constant"
         return f"cosine schedule to 0 over {self.scheduler.T_max} steps"
 
-    def _steps_left(self) -> int:
+    def steps_left(self) -> int:
         """The optimizer steps from the current point to the end of the run."""
         cfg, bpe = self.config, self.batches_per_epoch
         if self.epochs_done >= cfg.epochs:
             return 0
         return max(bpe - self.stats.batches, 0) + (cfg.epochs - self.epochs_done - 1) * bpe
 
-    def _resume_lr(self) -> None:
-        """Set the lr of a restored optimizer: ``--lr`` given on resume wins; a cosine schedule
-        keeps its position (steps done) and ends at 0 on the run's last step. Unchanged
-        settings give back exactly the checkpoint's schedule and lr."""
-        lr = self.config.lr
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        sched = self.scheduler
-        if sched is not None:
-            for group in self.optimizer.param_groups:
-                group["initial_lr"] = lr
-            sched.base_lrs = [lr] * len(self.optimizer.param_groups)
-            sched.T_max = max(sched.last_epoch + self._steps_left(), 1)
-            sched.last_epoch -= 1
-            sched.step()  # recompute the lr at the steps done (closed form)
-
-    # ---- checkpoints ------------------------------------------------------------------
-    def _load_checkpoint(self) -> dict[str, Any]:
-        from .serialization import load
-
-        if not self.checkpoint_path.exists():
-            raise TrainingError(
-                f"--resume: no checkpoint at {self.checkpoint_path}; run without --resume to "
-                "start training, or pass the --out folder of the run to continue"
-            )
-        try:
-            saved = load(self.checkpoint_path)
-        except (OSError, ValueError) as e:  # truncated or corrupt: tc.load says which
-            raise TrainingError(f"--resume: {e}; delete it or run without --resume") from None
-        if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
-            raise TrainingError(
-                f"--resume: {self.checkpoint_path} is not a training checkpoint written by "
-                "`tinygrad-conv train`"
-            )
-        return saved
-
-    def _restore(self, saved: dict[str, Any]) -> None:
-        self.model.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.loader.load_state_dict(saved["loader"])
-        self._loader_mid_epoch = saved["loader"]["position"] > 0
-        self.rng_state = saved["rng"]
-        rng.set_rng_state(self.rng_state)
-        self.history = list(saved["metrics"])
-        self.epochs_done = int(saved["epoch"])
-        self.stats = _EpochStats(**saved["partial"])
-        if self.scheduler is not None:
-            if not isinstance(saved["scheduler"], dict):
-                raise ValueError("it has no lr-scheduler state")
-            self.scheduler.load_state_dict(saved["scheduler"])
-
     def checkpoint(self) -> dict[str, Any]:
-        """Everything a resume needs, at the last consistent point (a batch boundary)."""
-        loader_state = self.loader.state_dict()
-        if loader_state["position"]:  # mid-epoch: count only the batches fully trained
-            loader_state["position"] = self.stats.batches
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "epoch": self.epochs_done,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
-            "rng": self.rng_state,  # tc.manual_seed's generator
-            "loader": loader_state,  # its own generator, and the batches done this epoch
-            "partial": asdict(self.stats),  # the running sums of the epoch in progress
-            "metrics": self.history,
-            "config": _saved_settings(self.config),
-        }
+        """Everything a resume needs (``checkpoint.snapshot``)."""
+        return checkpoint.snapshot(self)
 
     def save(self) -> Path:
-        from .serialization import save
+        """Write the checkpoint to ``out`` (``checkpoint.write``); returns its path.
 
-        self.out.mkdir(parents=True, exist_ok=True)
-        save(self.checkpoint(), self.checkpoint_path)
-        return self.checkpoint_path
+        A failed write (a full disk, say) leaves the previous checkpoint as it was and raises
+        ``TrainingError`` saying so."""
+        try:
+            return checkpoint.write(self)
+        except OSError as e:
+            raise TrainingError(f"could not save {self.checkpoint_path} ({_reason(e)}); "
+                                f"{self._kept()}. Free some space or pass another --out, "
+                                "then run again") from None
+
+    def _kept(self) -> str:
+        """What is on disk of this run: the checkpoint the last save left, if any."""
+        if self.checkpoint_path.exists():
+            return f"the previous checkpoint {self.checkpoint_path} is kept unchanged"
+        return "no checkpoint of this run is on disk"
 
     # ---- training ---------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
@@ -348,6 +292,7 @@ class Trainer:
                 batches.close()
                 self.rng_state = rng.get_rng_state()
         test_loss, test_acc = evaluate(self.model, self.test_loader, should_stop)
+        self._check_finite(test_loss, "on the test set after its last batch")
         row = {
             "epoch": epoch,
             "train_loss": st.loss_sum / max(st.seen, 1),
@@ -359,8 +304,13 @@ class Trainer:
         }
         self.history, self.stats, self.epochs_done = self.history + [row], _EpochStats(), epoch
         self.save()
-        with open(self.out / METRICS_NAME, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        try:
+            with open(self.out / METRICS_NAME, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        except OSError as e:
+            raise TrainingError(f"could not append to {self.out / METRICS_NAME} ({_reason(e)}); "
+                                f"the checkpoint of epoch {epoch} was saved. Free some space, "
+                                "then continue with --resume") from None
         self.log(
             f"epoch {epoch}/{cfg.epochs}: train loss {row['train_loss']:.4f} acc "
             f"{row['train_acc']:.2%} | test loss {test_loss:.4f} acc {test_acc:.2%} "
@@ -372,6 +322,7 @@ class Trainer:
         st = self.stats
         logits = self.model(x)
         loss = F.cross_entropy(logits, y)
+        self._check_finite(loss.item(), f"batch {st.batches + 1}")
         self.optimizer.zero_grad()
         loss.backward()
         correct = int((logits.data.argmax(axis=1) == y.data).sum())
@@ -385,6 +336,17 @@ class Trainer:
         st.batches += 1
         self._updating = False
 
+    def _check_finite(self, loss: float, where: str) -> None:
+        """Stop the run (``TrainingError``) on a NaN or infinite loss, before it is saved."""
+        if math.isfinite(loss):
+            return
+        lr = self.optimizer.param_groups[0]["lr"]
+        raise TrainingError(
+            f"the loss became {loss} at epoch {self.epochs_done + 1}, {where} (lr {lr:.3g}): "
+            f"training diverged and was stopped; {self._kept()}. Train again with a smaller "
+            "--lr"
+        )
+
     def _position(self) -> str:
         if self.stats.batches:
             return (f"epoch {self.epochs_done + 1}, after batch {self.stats.batches}/"
@@ -393,7 +355,12 @@ class Trainer:
 
     def _interrupted(self) -> TrainingInterrupted:
         if not self._updating:
-            path = self.save()
+            try:
+                path = self.save()
+            except KeyboardInterrupt:  # a second Ctrl-C: the save in progress is abandoned
+                return TrainingInterrupted(
+                    f"Interrupted again while saving the checkpoint: that save was abandoned "
+                    f"and {self._kept()}.", self._existing_checkpoint())
             saved = f"saved a checkpoint at {self._position()} to {path}"
         elif self.checkpoint_path.exists():
             path = self.checkpoint_path
@@ -405,13 +372,25 @@ class Trainer:
             command += f" --data-dir {self.config.data_dir}"
         return TrainingInterrupted(f"Interrupted: {saved}. Resume with:\n  {command}", path)
 
+    def _existing_checkpoint(self) -> Path | None:
+        return self.checkpoint_path if self.checkpoint_path.exists() else None
+
     # ---- outputs ----------------------------------------------------------------------
     def _rewrite_metrics_file(self) -> None:
-        with open(self.out / METRICS_NAME, "w") as f:
-            f.writelines(json.dumps(row) + "\n" for row in self.history)
+        try:
+            with open(self.out / METRICS_NAME, "w") as f:
+                f.writelines(json.dumps(row) + "\n" for row in self.history)
+        except OSError as e:
+            raise TrainingError(f"cannot write {self.out / METRICS_NAME} ({_reason(e)}); "
+                                "check the --out folder's space and permissions") from None
 
     def _plot(self, announce_missing: bool) -> None:
-        if not plot_curves(self.history, self.out / CURVES_NAME) and announce_missing:
+        try:
+            drawn = plot_curves(self.history, self.out / CURVES_NAME)
+        except OSError as e:
+            self.log(f"warning: could not draw {self.out / CURVES_NAME} ({_reason(e)})")
+            return
+        if not drawn and announce_missing:
             self.log("matplotlib not installed: skipping curves.png "
                      "(pip install 'tinygrad_conv[plot]')")
 
@@ -439,8 +418,74 @@ def plot_curves(history: list[dict[str, Any]], path: str | Path) -> bool:
     return True
 
 
-def _saved_settings(cfg: TrainConfig) -> dict[str, Any]:
+def saved_settings(cfg: TrainConfig) -> dict[str, Any]:
+    """The settings a checkpoint remembers (``DEFAULTS``' keys) of ``cfg``."""
     return {k: getattr(cfg, k) for k in DEFAULTS}
+
+
+def _reason(e: OSError) -> str:
+    return e.strerror or str(e)
+
+
+def check_out(out: str | Path) -> Path:
+    """``out`` as a Path; ``TrainingError`` if it names something that is not a folder."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise TrainingError(f"--out {out} is an existing file, not a folder; pass a folder "
+                            "(it is created if missing)")
+    return path
+
+
+def check_batch_size(batch_size: int, n_images: int) -> None:
+    """``TrainingError`` unless ``batch_size`` images fit the data and the free memory."""
+    if batch_size > n_images:
+        raise TrainingError(f"--batch-size {batch_size} is larger than the {n_images} "
+                            f"training images; use at most {n_images}")
+    free = _available_memory()
+    need = batch_size * STEP_BYTES_PER_IMAGE
+    if free is not None and need > free:
+        fits = max(free // STEP_BYTES_PER_IMAGE, 1)
+        raise TrainingError(
+            f"--batch-size {batch_size} needs about {need / 2**30:.1f} GiB for one training "
+            f"step but {free / 2**30:.1f} GiB of memory is free; use --batch-size {fits} or less"
+        )
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory free for new allocations (Linux's MemAvailable), None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_settings(values: dict[str, Any], source: str) -> None:
+    """``TrainingError`` naming the first bad setting; ``source`` says where it came from
+    ("flag" for --flags and TrainConfig, else e.g. "the checkpoint's")."""
+    def name(key: str) -> str:
+        return "--" + key.replace("_", "-") if source == "flag" else f"{source} {key}"
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    rules = {
+        "epochs": (lambda v: is_int(v) and v >= 1, "a positive integer"),
+        "batch_size": (lambda v: is_int(v) and v >= 1, "a positive integer"),
+        "limit_batches": (lambda v: v is None or (is_int(v) and v >= 1), "a positive integer"),
+        "limit_test": (lambda v: v is None or (is_int(v) and v >= 1), "a positive integer"),
+        "seed": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+        "lr": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+               and math.isfinite(v) and 0 < v <= MAX_LR, f"a number in (0, {MAX_LR:g}]"),
+        "optimizer": (lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
+        "lr_schedule": (lambda v: v in LR_SCHEDULES, f"one of {', '.join(LR_SCHEDULES)}"),
+    }
+    for key, (ok, what) in rules.items():
+        if key in values and values[key] is not None and not ok(values[key]):
+            raise TrainingError(f"{name(key)} must be {what}, got {values[key]!r}")
 
 
 def resolve_config(cfg: TrainConfig, saved: dict[str, Any] | None,
@@ -451,8 +496,10 @@ def resolve_config(cfg: TrainConfig, saved: dict[str, Any] | None,
     then differs from an uninterrupted one); a different optimizer or lr schedule is an error.
     """
     values = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+    check_settings(values, "flag")
     if saved is not None:
         saved = {**LEGACY_SETTINGS, **saved}
+        check_settings(saved, "the checkpoint's")
     base = DEFAULTS if saved is None else {**DEFAULTS, **saved}
     for key, default in base.items():
         given = values[key]
@@ -478,20 +525,30 @@ def resolve_config(cfg: TrainConfig, saved: dict[str, Any] | None,
         log(f"warning: resuming with --epochs {values['epochs']} (the checkpoint's run was "
             f"planned for {saved['epochs']}): the cosine schedule is stretched to end at the new "
             "last step, so the result will differ from an uninterrupted run")
-    if values["optimizer"] not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, "
-                         f"got {values['optimizer']!r}")
-    if values["lr_schedule"] not in LR_SCHEDULES:
-        raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
-                         f"got {values['lr_schedule']!r}")
+    check_settings(values, "flag")
     return TrainConfig(**values)
 
 
 def fit(config: TrainConfig, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Run the training ``config`` describes; returns the metrics, one dict per epoch.
 
-    Raises ``TrainingInterrupted`` on Ctrl-C (after saving a checkpoint), ``TrainingError``
-    when a resume cannot start, and ``data.MNISTError`` when the data is missing or corrupt.
+    Holds ``out``'s lock (``runlock.RunLock``) while it runs. Raises ``TrainingInterrupted`` on
+    Ctrl-C (after saving a checkpoint), ``TrainingError`` when the run cannot start (bad
+    settings or checkpoint, ``out`` a file or held by another live run) or stops (a NaN loss,
+    a failed save), and ``data.MNISTError`` when the data is missing or corrupt.
     """
-    return Trainer(config, log).run()
+    from .runlock import RunLock
+
+    out = check_out(config.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(out)
+        lock.__enter__()
+    except OSError as e:
+        raise TrainingError(f"cannot use --out {out} ({_reason(e)}); pass a folder you can "
+                            "write to") from None
+    try:
+        return Trainer(config, log).run()
+    finally:
+        lock.__exit__()
 

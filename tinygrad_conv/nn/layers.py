@@ -20,13 +20,6 @@ from .module import Module, Parameter
 IntPair = int | tuple[int, int]
 
 
-def _pair(value: IntPair) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(pair) != 2:
-        raise ValueError(f"expected an int or a pair of ints, got {value!r}")
-    return int(pair[0]), int(pair[1])
-
-
 def _empty(*shape: int) -> Parameter:
     return Parameter(np.zeros(shape, dtype=np.float32))
 
@@ -40,9 +33,26 @@ def _reset_weight_and_bias(weight: Parameter, bias: Parameter | None) -> None:
         init.uniform_(bias, -bound, bound)
 
 
-def _require_4d(layer: str, x: Tensor) -> None:
-    if x.ndim != 4:
-        raise ValueError(f"{layer}: expected a 4-D input (N, C, H, W), got shape {x.shape}")
+def _conv_settings(in_channels: Any, out_channels: Any, kernel_size: Any, stride: Any,
+                   padding: Any, dilation: Any, groups: Any) -> tuple[tuple[int, int], ...]:
+    """Conv2d's arguments checked as PyTorch checks them; (kernel, stride, padding, dilation)
+    as pairs. TypeError for a non-int (bools included), ValueError for a bad value."""
+    for arg, value in (("in_channels", in_channels), ("out_channels", out_channels),
+                       ("groups", groups)):
+        if not F._is_int(value):
+            raise TypeError(f"Conv2d: {arg} must be an int, got {value!r}")
+        if value < 1:
+            raise ValueError(f"Conv2d: {arg} must be positive, got {value}")
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(f"Conv2d: groups={groups} must divide in_channels ({in_channels}) and "
+                         f"out_channels ({out_channels})")
+    pairs = {arg: F._pair("Conv2d", arg, value) for arg, value in (
+        ("kernel_size", kernel_size), ("stride", stride), ("padding", padding),
+        ("dilation", dilation))}
+    for arg, least in (("kernel_size", 1), ("stride", 1), ("padding", 0), ("dilation", 1)):
+        if min(pairs[arg]) < least:
+            raise ValueError(f"Conv2d: {arg} must be >= {least}, got {pairs[arg]}")
+    return pairs["kernel_size"], pairs["stride"], pairs["padding"], pairs["dilation"]
 
 
 class Conv2d(Module):
@@ -56,14 +66,9 @@ class Conv2d(Module):
                  stride: IntPair = 1, padding: IntPair = 0, dilation: IntPair = 1,
                  groups: int = 1, bias: bool = True) -> None:
         super().__init__()
-        if groups < 1 or in_channels % groups or out_channels % groups:
-            raise ValueError(
-                f"Conv2d: groups={groups} must divide in_channels ({in_channels}) and "
-                f"out_channels ({out_channels})"
-            )
+        self.kernel_size, self.stride, self.padding, self.dilation = _conv_settings(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups)
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
-        self.padding, self.dilation = _pair(padding), _pair(dilation)
         self.weight = _empty(out_channels, in_channels // groups, *self.kernel_size)
         self.register_parameter("bias", _empty(out_channels) if bias else None)
         self.reset_parameters()
@@ -164,7 +169,7 @@ class _Pool2d(Module):
     def _checked(self, x: Any) -> Tensor:
         x = as_tensor(x)
         if x.ndim != 4:  # the layer's name is formatted only for the error
-            _require_4d(f"{type(self).__name__}({self.extra_repr()})", x)
+            F._require_4d(f"{type(self).__name__}({self.extra_repr()})", x)
         return x
 
 

@@ -46,6 +46,25 @@ class LRScheduler:
             group["lr"] = lr
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
+    def replan(self, base_lr: float, **settings: Any) -> None:
+        """Start the schedule again from ``base_lr`` with new ``settings`` (e.g. ``T_max``),
+        keeping the steps already taken: each group's lr becomes the new plan's lr at step
+        ``last_epoch`` (used to resume a run with a changed --lr or length)."""
+        for key in settings:
+            if not hasattr(self, key) or key in ("optimizer", "last_epoch", "base_lrs"):
+                raise ValueError(f"{type(self).__name__}.replan: no setting named {key!r}")
+        vars(self).update(settings)
+        for group in self.optimizer.param_groups:
+            group["initial_lr"] = group["lr"] = base_lr
+        self.base_lrs = [base_lr] * len(self.optimizer.param_groups)
+        for group, lr in zip(self.optimizer.param_groups, self._closed_form_lr(), strict=True):
+            group["lr"] = lr
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+    def _closed_form_lr(self) -> list[float]:
+        """The lrs at ``last_epoch`` computed from the base lrs alone."""
+        return self.get_lr()
+
     def get_last_lr(self) -> list[float]:
         """The lrs the last ``step()`` set, one per parameter group."""
         return list(self._last_lr)
@@ -77,6 +96,10 @@ class StepLR(LRScheduler):
         if self.last_epoch == 0 or self.last_epoch % self.step_size != 0:
             return lrs
         return [lr * self.gamma for lr in lrs]
+
+    def _closed_form_lr(self) -> list[float]:
+        return [base * self.gamma ** (self.last_epoch // self.step_size)
+                for base in self.base_lrs]
 
 
 class CosineAnnealingLR(LRScheduler):
