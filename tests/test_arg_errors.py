@@ -147,9 +147,7 @@ def test_randn_is_standard_normal_and_follows_the_seed():
     assert abs(a.mean()) < 0.01 and abs(a.std() - 1) < 0.01
 
 
-# ---- waiting on other work -------------------------------------------------------------------
-@pytest.mark.xfail(reason="engine.no_grad is not this issue's to edit (grad mode moves to "
-                          "threading.local in issue 15)", strict=False)
+# ---- grad mode of generators, and the environment ----------------------------------------------
 def test_no_grad_decorates_a_generator_function():
     @tc.no_grad()
     def doubled(xs):
@@ -160,6 +158,10 @@ def test_no_grad_decorates_a_generator_function():
     results = list(doubled([x, x]))
     assert all(not r.requires_grad for r in results)
     assert tc.is_grad_enabled()
+    suspended = doubled([x, x])
+    assert not next(suspended).requires_grad
+    assert tc.is_grad_enabled()  # the caller's mode while the generator waits
+    assert (x * 2).requires_grad and not next(suspended).requires_grad
 
 
 def _run_with_env(name: str, value: str, code: str) -> subprocess.CompletedProcess:
@@ -172,7 +174,6 @@ CONV = ("import tinygrad_conv as tc; from tinygrad_conv import functional as F; 
         "F.conv2d(tc.randn(64, 8, 16, 16), tc.randn(8, 8, 3, 3)).sum().item()")
 
 
-@pytest.mark.xfail(reason="issue 15 moves parallel/gemm", strict=False)
 @pytest.mark.parametrize("name, value, message", [
     ("TINYGRAD_CONV_THREADS", "abc", "TINYGRAD_CONV_THREADS must be a positive integer"),
     ("TINYGRAD_CONV_THREADS", "0", "TINYGRAD_CONV_THREADS must be a positive integer"),

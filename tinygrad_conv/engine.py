@@ -9,6 +9,8 @@ computation graph. ``run_backward`` walks it in reverse topological order.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import operator
 import threading
 import weakref
@@ -73,19 +75,58 @@ class set_grad_enabled:
 
 
 class no_grad(set_grad_enabled):
-    """``with tc.no_grad():`` records nothing; also usable as a function decorator."""
+    """``with tc.no_grad():`` records nothing; also usable as a function decorator (on a
+    generator function too: its body then runs without grad each time it resumes)."""
 
     def __init__(self) -> None:
         super().__init__(False)
 
     def __call__(self, fn: Callable) -> Callable:
+        mode_class = type(self)
+        if inspect.isgeneratorfunction(fn):
+            return functools.wraps(fn)(_generator_in_mode(fn, mode_class))
+
+        @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            with no_grad():
+            with mode_class():
                 return fn(*args, **kwargs)
 
-        wrapper.__name__ = getattr(fn, "__name__", "wrapper")
-        wrapper.__doc__ = getattr(fn, "__doc__", None)
         return wrapper
+
+
+def _generator_in_mode(fn: Callable, mode_class: type) -> Callable:
+    """A generator function running ``fn``'s body inside ``mode_class()`` at every resume,
+    and the caller's own grad mode while it is suspended (PyTorch's rule)."""
+
+    def generator(*args, **kwargs):
+        inner = fn(*args, **kwargs)
+        with mode_class():
+            value = next(inner, _DONE)
+        while value is not _DONE:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                with mode_class():
+                    inner.close()
+                raise
+            except BaseException as error:
+                with mode_class():
+                    value = _resume(inner.throw, error)
+            else:
+                with mode_class():
+                    value = _resume(inner.send, sent)
+
+    return generator
+
+
+_DONE = object()
+
+
+def _resume(step: Callable, arg: Any) -> Any:
+    try:
+        return step(arg)
+    except StopIteration:
+        return _DONE
 
 
 def register(name: str) -> Callable[[type[Op]], type[Op]]:

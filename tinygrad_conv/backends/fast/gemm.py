@@ -64,9 +64,9 @@ def _loaded() -> dict[str, object]:
     choice = os.environ.get("TINYGRAD_CONV_GEMM", "").lower()
     if choice not in GEMM_CHOICES:
         raise ValueError(
-            f"TINYGRAD_CONV_GEMM={os.environ['TINYGRAD_CONV_GEMM']!r} is not a GEMM choice: "
-            "use 'numpy' (NumPy's BLAS), 'onednn' (oneDNN's sgemm where it is installed), "
-            "or leave it unset for the default (oneDNN where installed)"
+            f"TINYGRAD_CONV_GEMM must be 'numpy' (NumPy's BLAS) or 'onednn' (oneDNN's sgemm "
+            f"where it is installed), or unset for the default, got "
+            f"{os.environ['TINYGRAD_CONV_GEMM']!r}"
         )
     if choice == "numpy":
         return none

@@ -63,12 +63,16 @@ def thread_count() -> int:
     if not configured:
         return _CORES
     try:
-        return max(1, int(configured))
+        count = int(configured)
     except ValueError:
+        count = 0
+    if count < 1:
         raise ValueError(
-            f"TINYGRAD_CONV_THREADS={configured!r} is not a whole number; set it to the number "
-            f"of threads to use (1 turns threading off), or unset it to use all {_CORES} cores"
-        ) from None
+            f"TINYGRAD_CONV_THREADS must be a positive integer, got {configured!r}: set it to "
+            f"the number of threads to use (1 turns threading off), or unset it to use all "
+            f"{_CORES} cores"
+        )
+    return count
 
 
 def _start_worker() -> None:
