@@ -15,6 +15,7 @@ from .engine import is_grad_enabled, no_grad, set_grad_enabled  # noqa: E402
 from .gradcheck import gradcheck  # noqa: E402
 from .rng import manual_seed  # noqa: E402
 from .serialization import load, save  # noqa: E402
+from .summary import summary  # noqa: E402
 from .tensor import (  # noqa: E402
     Tensor,
     arange,
@@ -34,5 +35,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Tensor", "tensor", "zeros", "ones", "zeros_like", "ones_like", "randn", "rand", "arange",
     "cat", "stack", "no_grad", "is_grad_enabled", "set_grad_enabled", "manual_seed",
-    "gradcheck", "functional", "nn", "optim", "save", "load",
+    "gradcheck", "functional", "nn", "optim", "save", "load", "summary",
 ]

@@ -1,8 +1,9 @@
-"""The command line: ``tinygrad-conv train`` and ``tinygrad-conv graph``.
+"""The command line: ``tinygrad-conv train``, ``graph``, ``summary``, ``inspect``, ``export``.
 
     tinygrad-conv train --epochs 3                    # the reference CNN on MNIST
     tinygrad-conv train --resume --out runs/mnist     # continue a stopped run
     tinygrad-conv graph --out step.svg --modules      # draw one training step's graph
+    tinygrad-conv summary                             # the reference CNN's layers, as a table
 
 Also ``python -m tinygrad_conv ...``.
 """
@@ -13,6 +14,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .training import DEFAULTS, LR_SCHEDULES, OPTIMIZERS, TrainConfig
 
@@ -100,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("--rankdir", choices=("TB", "LR"), default="TB",
                        help="layout direction: top to bottom or left to right (default TB)")
     graph.set_defaults(handler=_graph)
+    _add_summary_command(sub)
     return parser
 
 
@@ -144,6 +147,26 @@ def _graph(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return result if isinstance(result, int) else 0
+
+
+def _add_summary_command(sub: Any) -> None:
+    summary = sub.add_parser(
+        "summary", help="print the reference CNN's layers, parameters and multiply-adds",
+        description="Print a table of the reference CNN's layers for one input batch: output "
+                    "shape, parameters (in parentheses when not trainable), multiply-adds and "
+                    "output memory per layer, and the totals, counted as torchinfo counts them.",
+    )
+    summary.add_argument("--batch-size", metavar="N", type=_positive_int, default=1,
+                         help="the batch the input holds (default 1): (N, 1, 28, 28)")
+    summary.set_defaults(handler=_summary)
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from .models import reference_cnn
+    from .summary import summary
+
+    summary(reference_cnn(), (args.batch_size, 1, 28, 28))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
