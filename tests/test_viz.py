@@ -420,7 +420,7 @@ def test_render_writes_atomically(monkeypatch, tmp_path):
         raise RuntimeError("dot crashed")
 
     monkeypatch.setattr(shutil, "which", lambda name, *a, **k: "/usr/bin/dot")
-    monkeypatch.setattr(viz, "_run_dot", crash)
+    monkeypatch.setattr(viz.rendering, "_run_dot", crash)
     with pytest.raises(RuntimeError, match="crashed"):
         viz.render(y, path=target, format="svg")
     assert target.read_text() == "old" and len(list(tmp_path.iterdir())) == 1
