@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="layout direction: top to bottom or left to right (default TB)")
     graph.set_defaults(handler=_graph)
     _add_summary_command(sub)
+    _add_export_command(sub)
     return parser
 
 
@@ -166,6 +167,39 @@ def _summary(args: argparse.Namespace) -> int:
     from .summary import summary
 
     summary(reference_cnn(), (args.batch_size, 1, 28, 28))
+    return 0
+
+
+def _add_export_command(sub: Any) -> None:
+    export = sub.add_parser(
+        "export", help="write a trained run's model weights as a .safetensors file",
+        description="Read RUN/checkpoint.npz (written by `tinygrad-conv train`) and write its "
+                    "model's state dict to OUT in the safetensors format, which PyTorch loads "
+                    "with safetensors.torch.load_file + load_state_dict into the same layers.",
+    )
+    export.add_argument("--run", default="runs/mnist", metavar="DIR",
+                        help="the training run's folder (default runs/mnist)")
+    export.add_argument("--out", default=None, metavar="FILE",
+                        help="the file to write (default RUN/model.safetensors); a name not "
+                             "ending in .safetensors is written in tc.save's .npz format")
+    export.set_defaults(handler=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .serialization import load, save
+    from .training import CHECKPOINT_NAME
+
+    checkpoint = Path(args.run) / CHECKPOINT_NAME
+    out = Path(args.out) if args.out else Path(args.run) / "model.safetensors"
+    try:
+        saved = load(checkpoint)
+        if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
+            raise ValueError(f"{checkpoint} is not a checkpoint of `tinygrad-conv train`")
+        save(saved["model"], out)
+    except (OSError, ValueError, ImportError) as e:
+        print(f"error: export needs the run's checkpoint: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {out}: {len(saved['model'])} arrays of the model in {checkpoint}")
     return 0
 
 

@@ -25,6 +25,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from .safetensors_io import is_safetensors_path, load_safetensors, save_safetensors
 from .tensor import Tensor
 
 FORMAT = "tinygrad_conv.save"
@@ -40,7 +41,10 @@ class CheckpointError(ValueError):
 
 def save(obj: Any, path: PathLike) -> None:
     """Write ``obj`` (nested dicts/lists/tuples of ndarrays, Tensors, numpy scalars, ints,
-    floats, strs, bools and None) to ``path``, atomically; the name is used exactly as given."""
+    floats, strs, bools and None) to ``path``, atomically; the name is used exactly as given.
+    A name ending in ``.safetensors`` writes a state dict in that format (safetensors_io)."""
+    if is_safetensors_path(path):
+        return save_safetensors(obj, path)
     arrays: dict[str, np.ndarray] = {}
     root = _encode(obj, arrays, "obj")
     doc = json.dumps({"format": FORMAT, "version": VERSION, "root": root}, allow_nan=False)
@@ -50,7 +54,10 @@ def save(obj: Any, path: PathLike) -> None:
 
 def load(path: PathLike) -> Any:
     """Read what ``save`` wrote. Raises FileNotFoundError if ``path`` is missing and
-    CheckpointError (a ValueError) naming the file if it is truncated, corrupt or foreign."""
+    CheckpointError (a ValueError) naming the file if it is truncated, corrupt or foreign.
+    A ``.safetensors`` file gives its name -> ndarray dict (safetensors_io)."""
+    if is_safetensors_path(path):
+        return load_safetensors(path)
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"tc.load: no such file: {path!r}")
