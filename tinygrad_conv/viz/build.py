@@ -164,6 +164,7 @@ class _Scopes:
         if self.root is not None and hasattr(self.root, "named_modules"):
             self.names = {id(m): name for name, m in self.root.named_modules()}
         self.modules: list[Any] = []  # every module that made an op, first seen first
+        self.calls: list[int] = []  # after split_calls: which call of its module a cluster is
         self._index: dict[int, int] = {}
         self.paths = {id(op): self._path(op) for op in ops}
 
@@ -189,12 +190,40 @@ class _Scopes:
     def path_of(self, op: Any) -> tuple[int, ...]:
         return self.paths[id(op)]
 
+    def split_calls(self, nodes: list[Node], edges: list[Edge]) -> None:
+        """One cluster per call of a module: a module's ops that no edge inside the module
+        joins (a pool used twice) come from different calls. Renumbers the op nodes' paths,
+        outermost level first, so ``modules[i]`` is the module of cluster ``i``."""
+        ops = [n for n in nodes if n.kind == OP and n.path]
+        new_paths: dict[str, tuple[int, ...]] = {n.id: () for n in ops}
+        modules: list[Any] = []
+        calls: list[int] = []
+        seen_calls: dict[int, int] = {}
+        for depth in range(max((len(n.path) for n in ops), default=0)):
+            groups: dict[tuple, list[Node]] = {}
+            for n in ops:
+                if len(n.path) > depth:
+                    groups.setdefault((new_paths[n.id], n.path[depth]), []).append(n)
+            for (_, old), members in groups.items():
+                for component in _connected(members, edges):
+                    module = self.modules[old]
+                    seen_calls[id(module)] = seen_calls.get(id(module), 0) + 1
+                    calls.append(seen_calls[id(module)])
+                    modules.append(module)
+                    for n in component:
+                        new_paths[n.id] += (len(modules) - 1,)
+        for n in ops:
+            n.path = new_paths[n.id]
+        self.modules, self.calls = modules, calls
+
     def title(self, index: int) -> str:
-        """``"0: Conv2d"``, ``"features.conv1: Conv2d"``, or the class for an unnamed module."""
+        """``"0: Conv2d"``, ``"features.conv1: Conv2d"``, or the class for an unnamed module;
+        ``" (call 2)"`` after it for a module's second call."""
         module = self.modules[index]
         name = self.names.get(id(module), "")
         cls = type(module).__name__
-        return f"{name}: {cls}" if name else cls
+        call = self.calls[index] if index < len(self.calls) else 1
+        return (f"{name}: {cls}" if name else cls) + (f" (call {call})" if call > 1 else "")
 
     def detail(self, index: int) -> str:
         """The module's ``extra_repr()`` (its settings), or ``""``."""
@@ -207,6 +236,25 @@ class _Scopes:
         prefix = self.names.get(id(self.modules[index]), "")
         return qualified[len(prefix) + 1:] if prefix and qualified.startswith(prefix + ".") \
             else qualified
+
+
+def _connected(members: list[Node], edges: list[Edge]) -> list[list[Node]]:
+    """``members`` split into the groups that edges between members join, in node order."""
+    parent = {n.id: n.id for n in members}
+
+    def find(a: str) -> str:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for e in edges:
+        if e.src in parent and e.dst in parent:
+            parent[find(e.src)] = find(e.dst)
+    groups: dict[str, list[Node]] = {}
+    for n in members:
+        groups.setdefault(find(n.id), []).append(n)
+    return list(groups.values())
 
 
 def _infer_root(ops: list[Any]) -> Any:
@@ -249,6 +297,7 @@ def _op_graph(order: list[Tensor], outputs: list[Tensor], names: dict[int, str],
         title = names.get(id(out)) or _output_name(out, i, outputs, scopes)
         nodes.append(Node(nid, OUTPUT, title, _tensor_lines(out, show_shapes, show_grad_norm)))
         edges.append(Edge(node_of[id(out)], nid))
+    scopes.split_calls(nodes, edges)
     _place_leaves_with_users(nodes, edges)
     clusters = [(scopes.title(i), scopes.detail(i)) for i in range(len(scopes.modules))]
     return Graph(nodes, edges, clusters)

@@ -48,7 +48,9 @@ def _split_top_level(text: str, width: int = 30) -> list[str]:
 def body_lines(graph: Graph) -> list[str]:
     """The DOT statements between the braces: header, nodes (in clusters), edges, legend."""
     lines = _header_lines(graph.rankdir, graph.title)
-    lines += _node_block(graph.nodes, graph.clusters)
+    # left to right, data enters a frame from above: the caption goes below, out of its way
+    loc = "b" if graph.rankdir in ("LR", "RL") else "t"
+    lines += _node_block(graph.nodes, graph.clusters, loc)
     lines += [_edge_line(e) for e in graph.edges]
     if graph.legend:
         lines.append(_legend_line({n.kind for n in graph.nodes}))
@@ -68,14 +70,21 @@ def _escape(text: str) -> str:
     return text.replace("\n", "<br/>")
 
 
-def _html_label(title: str, lines: list[str], align: str = "") -> str:
-    """``<<b>title</b><br/><font point-size="9">line<br/>line</font>>``; ``align="left"``
-    left-aligns every line (cluster captions)."""
-    br = f'<br align="{align}"/>' if align else "<br/>"
+def _html_label(title: str, lines: list[str]) -> str:
+    """``<<b>title</b><br/><font point-size="9">line<br/>line</font>>``."""
     label = f"<b>{_escape(title)}</b>"
     if lines:
-        label += br + '<font point-size="9">' + br.join(_escape(x) for x in lines) + "</font>"
-    return f"<{label}{br if align else ''}>"
+        label += '<br/><font point-size="9">' + "<br/>".join(_escape(x) for x in lines) + "</font>"
+    return f"<{label}>"
+
+
+def _caption_label(title: str, lines: list[str]) -> str:
+    """A cluster caption: a borderless table, one left-aligned cell per line, so each line
+    gets its own box and a descender (the ``_`` of ``kernel_size``) never touches the next."""
+    cells = [f"<b>{_escape(title)}</b>"]
+    cells += [f'<font point-size="9">{_escape(x)}</font>' for x in lines]
+    rows = "".join(f'<tr><td align="left">{c}</td></tr>' for c in cells)
+    return f'<<table border="0" cellborder="0" cellspacing="0" cellpadding="1">{rows}</table>>'
 
 
 def _header_lines(rankdir: str, title: str | None) -> list[str]:
@@ -101,7 +110,7 @@ def _edge_line(edge: Edge) -> str:
     return f"{edge.src} -> {edge.dst} [label=<{_escape(edge.label)}>]"
 
 
-def _node_block(nodes: list[Node], clusters: list[tuple[str, str]]) -> list[str]:
+def _node_block(nodes: list[Node], clusters: list[tuple[str, str]], loc: str = "t") -> list[str]:
     """Node statements in id order; a module's nodes sit in a (nested) ``subgraph cluster_<i>``
     block, written where its first node comes."""
     tree: dict = {"items": [], "children": {}}
@@ -113,22 +122,24 @@ def _node_block(nodes: list[Node], clusters: list[tuple[str, str]]) -> list[str]
                 branch["items"].append(index)
             branch = branch["children"][index]
         branch["items"].append(node)
-    return _cluster_lines(tree, clusters, indent="")
+    return _cluster_lines(tree, clusters, "", loc)
 
 
-def _cluster_lines(branch: dict, clusters: list[tuple[str, str]], indent: str) -> list[str]:
+def _cluster_lines(branch: dict, clusters: list[tuple[str, str]], indent: str,
+                   loc: str) -> list[str]:
     lines = []
     for item in branch["items"]:
         if isinstance(item, Node):
             lines.append(indent + _node_line(item))
             continue
         title, detail = clusters[item]
-        label = _html_label(title, _split_top_level(detail, 48) if detail else [], "left")
+        label = _caption_label(title, _split_top_level(detail, 48) if detail else [])
         inner = indent + "\t"
         lines.append(f"{indent}subgraph cluster_{item} {{")
-        lines.append(f'{inner}graph [label={label}, labeljust=l, style="rounded,filled", '
-                     f'fillcolor="{_CLUSTER_FILL}", color="{_CLUSTER_LINE}", fontsize=10]')
-        lines += _cluster_lines(branch["children"][item], clusters, inner)
+        lines.append(f'{inner}graph [label={label}, labeljust=l, labelloc={loc}, '
+                     f'style="rounded,filled", fillcolor="{_CLUSTER_FILL}", '
+                     f'color="{_CLUSTER_LINE}", fontsize=10]')
+        lines += _cluster_lines(branch["children"][item], clusters, inner, loc)
         lines.append(indent + "}")
     return lines
 
