@@ -290,7 +290,7 @@ def test_repr_shows_the_layer_tree():
         "  (0): Conv2d(1, 32, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))\n"
         "  (1): ReLU()\n"
         "  (2): MaxPool2d(kernel_size=2, stride=2, padding=0)\n"
-        "  (3): BatchNorm2d(32, eps=1e-05, momentum=0.1)\n"
+        "  (3): BatchNorm2d(32, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)\n"
         "  (4): Dropout(p=0.25)\n"
         "  (5): Flatten(start_dim=1, end_dim=-1)\n"
         "  (6): Linear(in_features=6272, out_features=10, bias=False)\n"

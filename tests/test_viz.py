@@ -420,7 +420,7 @@ def test_render_writes_atomically(monkeypatch, tmp_path):
         raise RuntimeError("dot crashed")
 
     monkeypatch.setattr(shutil, "which", lambda name, *a, **k: "/usr/bin/dot")
-    monkeypatch.setattr(viz, "_run_dot", crash)
+    monkeypatch.setattr(viz.rendering, "_run_dot", crash)
     with pytest.raises(RuntimeError, match="crashed"):
         viz.render(y, path=target, format="svg")
     assert target.read_text() == "old" and len(list(tmp_path.iterdir())) == 1
@@ -523,3 +523,60 @@ def test_cli_graph(tmp_path, capsys):
 
     assert cli.main(["graph", "--out", str(tmp_path / "g.pdf"), "--modules"]) == 0
     assert (tmp_path / "g.pdf").read_bytes().startswith(b"%PDF")
+
+
+# ---- one frame per call, captions, LR layouts, help --------------------------------------------
+class _PoolTwice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x):
+        return self.pool(F.relu(self.pool(self.conv(x)))).sum()
+
+
+def test_a_module_called_twice_gets_a_frame_per_call():
+    net = _PoolTwice()
+    loss = net(tc.randn(1, 1, 8, 8))
+    text = viz.to_dot(loss, model=net, group_modules=True)
+    assert text.count("subgraph cluster_") == 3
+    assert "<b>pool: MaxPool2d</b>" in text and "<b>pool: MaxPool2d (call 2)</b>" in text
+    graph = viz.build_graph(loss, model=net, modules_only=True)
+    titles = [n.title for n in graph.nodes if n.kind == "module"]
+    assert titles == ["conv: Conv2d", "pool: MaxPool2d", "pool: MaxPool2d (call 2)"]
+
+
+def test_one_call_making_several_ops_stays_one_frame():
+    class Twice(nn.Module):
+        def forward(self, x):
+            return (x * 2).relu() + x
+
+    outer = nn.Sequential(Twice())
+    x = tc.randn(3, requires_grad=True)
+    text = viz.to_dot(outer(x).sum(), model=outer, group_modules=True)
+    assert text.count("subgraph cluster_") == 1 and "(call 2)" not in text
+
+
+def test_captions_give_each_line_its_own_cell():
+    net = _PoolTwice()
+    text = viz.to_dot(net(tc.randn(1, 1, 8, 8)), model=net, group_modules=True)
+    caption = next(line for line in text.splitlines() if "conv: Conv2d" in line)
+    assert '<tr><td align="left"><font point-size="9">1, 2, kernel_size=(3, 3)' in caption
+    assert "<br" not in caption
+
+
+@pytest.mark.parametrize("rankdir, loc", [("TB", "t"), ("LR", "b")])
+def test_captions_sit_where_edges_do_not_enter(rankdir, loc):
+    net = _PoolTwice()
+    text = viz.to_dot(net(tc.randn(1, 1, 8, 8)), model=net, group_modules=True, rankdir=rankdir)
+    assert text.count(f"labelloc={loc},") == 3
+
+
+def test_graph_help_says_what_is_drawn(capsys):
+    from tinygrad_conv.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["graph", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "after the backward pass" in out and "gradient's norm" in out

@@ -12,6 +12,7 @@ from .engine import is_grad_enabled, no_grad, set_grad_enabled
 from .gradcheck import gradcheck
 from .rng import manual_seed
 from .serialization import load, save
+from .summary import summary
 from .tensor import (
     Tensor,
     arange,
@@ -32,5 +33,5 @@ __all__ = [
     "Tensor", "tensor", "zeros", "ones", "zeros_like", "ones_like", "randn", "rand", "arange",
     "cat", "stack", "no_grad", "is_grad_enabled", "set_grad_enabled", "manual_seed",
     "gradcheck", "functional", "nn", "optim", "save", "load", "backend", "set_backend",
-    "use_backend",
+    "use_backend", "summary",
 ]

@@ -1,8 +1,9 @@
-"""The command line: ``tinygrad-conv train`` and ``tinygrad-conv graph``.
+"""The command line: ``tinygrad-conv train``, ``graph``, ``summary``, ``inspect``, ``export``.
 
     tinygrad-conv train --epochs 3                    # the reference CNN on MNIST
     tinygrad-conv train --resume --out runs/mnist     # continue a stopped run
     tinygrad-conv graph --out step.svg --modules      # draw one training step's graph
+    tinygrad-conv summary                             # the reference CNN's layers, as a table
 
 Also ``python -m tinygrad_conv ...``.
 """
@@ -15,6 +16,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .training import DEFAULTS, LR_SCHEDULES, MAX_LR, OPTIMIZERS, TrainConfig
 
@@ -101,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     graph = sub.add_parser(
         "graph", help="draw the computation graph of one training step",
         description="Draw the computation graph of one training step of the reference CNN "
-                    "(forward and loss) with Graphviz.",
+                    "with Graphviz: the forward pass and cross-entropy loss on a random batch of "
+                    "8 MNIST-shaped images, after the backward pass, so each parameter shows "
+                    "its gradient's norm. Ops are grouped in one frame per call of a layer.",
     )
     graph.add_argument("--out", required=True, metavar="FILE",
                        help="the file to write, e.g. step.svg")
@@ -112,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("--rankdir", choices=("TB", "LR"), default="TB",
                        help="layout direction: top to bottom or left to right (default TB)")
     graph.set_defaults(handler=_graph)
+    _add_summary_command(sub)
+    _add_export_command(sub)
     return parser
 
 
@@ -169,6 +175,59 @@ def _graph(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return result if isinstance(result, int) else 0
+
+
+def _add_summary_command(sub: Any) -> None:
+    summary = sub.add_parser(
+        "summary", help="print the reference CNN's layers, parameters and multiply-adds",
+        description="Print a table of the reference CNN's layers for one input batch: output "
+                    "shape, parameters (in parentheses when not trainable), multiply-adds and "
+                    "output memory per layer, and the totals, counted as torchinfo counts them.",
+    )
+    summary.add_argument("--batch-size", metavar="N", type=_positive_int, default=1,
+                         help="the batch the input holds (default 1): (N, 1, 28, 28)")
+    summary.set_defaults(handler=_summary)
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from .models import reference_cnn
+    from .summary import summary
+
+    summary(reference_cnn(), (args.batch_size, 1, 28, 28))
+    return 0
+
+
+def _add_export_command(sub: Any) -> None:
+    export = sub.add_parser(
+        "export", help="write a trained run's model weights as a .safetensors file",
+        description="Read RUN/checkpoint.npz (written by `tinygrad-conv train`) and write its "
+                    "model's state dict to OUT in the safetensors format, which PyTorch loads "
+                    "with safetensors.torch.load_file + load_state_dict into the same layers.",
+    )
+    export.add_argument("--run", default="runs/mnist", metavar="DIR",
+                        help="the training run's folder (default runs/mnist)")
+    export.add_argument("--out", default=None, metavar="FILE",
+                        help="the file to write (default RUN/model.safetensors); a name not "
+                             "ending in .safetensors is written in tc.save's .npz format")
+    export.set_defaults(handler=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .serialization import load, save
+    from .training import CHECKPOINT_NAME
+
+    checkpoint = Path(args.run) / CHECKPOINT_NAME
+    out = Path(args.out) if args.out else Path(args.run) / "model.safetensors"
+    try:
+        saved = load(checkpoint)
+        if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
+            raise ValueError(f"{checkpoint} is not a checkpoint of `tinygrad-conv train`")
+        save(saved["model"], out)
+    except (OSError, ValueError, ImportError) as e:
+        print(f"error: export needs the run's checkpoint: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {out}: {len(saved['model'])} arrays of the model in {checkpoint}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

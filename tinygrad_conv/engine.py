@@ -211,14 +211,17 @@ class Op:
         return f"<op {self.name}{'(' + settings + ')' if settings else ''}>"
 
 
-def topological_order(root: Tensor) -> list[Tensor]:
-    """Tensors that ``root`` depends on through grad-requiring ops, inputs before users.
+def topological_order(*roots: Tensor, every_input: bool = False) -> list[Tensor]:
+    """Tensors that ``roots`` depend on, each once, inputs before users.
 
-    Iterative depth-first post-order, so graphs of any depth work (no recursion limit).
+    By default only through inputs that require grad (what backward needs); ``every_input``
+    also reaches the constants the ops were given (what a drawing shows). Iterative
+    depth-first post-order, so graphs of any depth work (no recursion limit); an op's first
+    input is expanded first, so the order depends only on the graph's structure.
     """
     order: list[Tensor] = []
     visited: set[int] = set()
-    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    stack: list[tuple[Tensor, bool]] = [(root, False) for root in reversed(roots)]
     while stack:
         node, expanded = stack.pop()
         if expanded:
@@ -229,8 +232,8 @@ def topological_order(root: Tensor) -> list[Tensor]:
         visited.add(id(node))
         stack.append((node, True))
         if node.op is not None:
-            for parent in node.op.inputs:
-                if parent.requires_grad and id(parent) not in visited:
+            for parent in reversed(node.op.inputs):
+                if (every_input or parent.requires_grad) and id(parent) not in visited:
                     stack.append((parent, False))
     return order
 

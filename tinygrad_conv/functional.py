@@ -13,7 +13,7 @@ import numpy as np
 from .geometry import Window
 from .ops import conv as conv_ops
 from .ops import elementwise as E
-from .ops import linalg, loss, pool
+from .ops import linalg, loss, norm, pool
 from .ops.movement import pad as _pad
 from .tensor import Tensor, as_tensor
 
@@ -243,47 +243,45 @@ def pad(x: Any, pad_width: Any, value: float = 0) -> Tensor:
 def batch_norm(x: Any, running_mean: Any, running_var: Any, weight: Any = None,
                bias: Any = None, training: bool = False, momentum: float = 0.1,
                eps: float = 1e-5) -> Tensor:
-    """Batch normalisation over (N, H, W) per channel for x (N, C, ...) .
+    """Batch normalisation per channel of x (N, C, ...): one ``batch_norm`` op.
 
     Training: normalise with the batch mean and biased variance, and update the running
-    statistics in place (with the unbiased variance), as PyTorch. Eval: use the running ones.
+    statistics in place as ``(1 - momentum) * running + momentum * batch`` (the variance
+    unbiased, times m / (m - 1) for the m values per channel), as PyTorch. Eval: use the
+    running ones. ``weight`` and ``bias`` (C,) scale and shift; either may be None.
     """
     x = as_tensor(x)
     if x.ndim < 2:
         raise ValueError(f"batch_norm: expected input (N, C, ...), got shape {x.shape}")
     c = x.shape[1]
-    stat_shape = (1, c) + (1,) * (x.ndim - 2)
-    axes = (0,) + tuple(range(2, x.ndim))
     for label, arr in (("running_mean", running_mean), ("running_var", running_var),
                        ("weight", weight), ("bias", bias)):
         if arr is not None and np.shape(arr) != (c,):
-            raise ValueError(f"batch_norm: {label} must have shape ({c},), got {np.shape(arr)}")
+            raise ValueError(f"batch_norm: {label} must have shape ({c},) for input with {c} "
+                             f"channels {x.shape}, got {np.shape(arr)}")
+    count = x.data.size // c
+    if training and count < 2:
+        raise ValueError(f"batch_norm: training needs more than 1 value per channel, got input "
+                         f"shape {x.shape}")
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError("batch_norm: eval mode (training=False) needs running_mean and "
+                         "running_var")
+    stats = {} if training else {"running_mean": _array_of(running_mean),
+                                 "running_var": _array_of(running_var)}
+    op = norm.BatchNorm(training=bool(training), eps=float(eps),
+                        affine=(weight is not None, bias is not None), **stats)
+    params = [_like(p, x) for p in (weight, bias) if p is not None]
+    out = op.apply(x, *params)
     if training:
-        count = x.size // c
-        if count < 2:
-            raise ValueError(
-                f"batch_norm: training needs more than 1 value per channel, got {x.shape}"
-            )
-        mean = x.mean(axes, keepdims=True)
-        centered = x - mean
-        var = (centered * centered).mean(axes, keepdims=True)
         if running_mean is not None:
-            _update_running(running_mean, mean.data.reshape(c), momentum)
+            _update_running(running_mean, op.batch_mean, momentum)
         if running_var is not None:
-            _update_running(running_var, var.data.reshape(c) * (count / (count - 1)), momentum)
-        normed = centered / (var + eps).sqrt()
-    else:
-        if running_mean is None or running_var is None:
-            raise ValueError("batch_norm: eval mode needs running_mean and running_var")
-        rm = np.asarray(running_mean.data if isinstance(running_mean, Tensor) else running_mean)
-        rv = np.asarray(running_var.data if isinstance(running_var, Tensor) else running_var)
-        scale = (1.0 / np.sqrt(rv + eps)).astype(x.dtype).reshape(stat_shape)
-        normed = (x - rm.astype(x.dtype).reshape(stat_shape)) * scale
-    if weight is not None:
-        normed = normed * _like(weight, x).reshape(stat_shape)
-    if bias is not None:
-        normed = normed + _like(bias, x).reshape(stat_shape)
-    return normed
+            _update_running(running_var, op.batch_var * (count / (count - 1)), momentum)
+    return out
+
+
+def _array_of(stat: Any) -> np.ndarray:
+    return np.asarray(stat.data if isinstance(stat, Tensor) else stat)
 
 
 def _update_running(stat: Any, batch_value: np.ndarray, momentum: float) -> None:

@@ -34,6 +34,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from .safetensors_io import is_safetensors_path, load_safetensors, save_safetensors
 from .tensor import Tensor
 
 FORMAT = "tinygrad_conv.save"
@@ -51,7 +52,10 @@ class CheckpointError(ValueError):
 
 def save(obj: Any, path: PathLike) -> None:
     """Write ``obj`` (nested dicts/lists/tuples of ndarrays, Tensors, numpy scalars, ints,
-    floats, strs, bools and None) to ``path``, atomically; the name is used exactly as given."""
+    floats, strs, bools and None) to ``path``, atomically; the name is used exactly as given.
+    A name ending in ``.safetensors`` writes a state dict in that format (safetensors_io)."""
+    if is_safetensors_path(path):
+        return save_safetensors(obj, path)
     arrays: dict[str, np.ndarray] = {}
     root = _encode(obj, arrays, "obj")
     doc = json.dumps({"format": FORMAT, "version": VERSION, "root": root}, allow_nan=False)
@@ -64,7 +68,10 @@ def load(path: PathLike) -> Any:
     OSErrors, e.g. no read permission, pass through) and ``CheckpointError`` (a ValueError)
     naming the file for anything else that is not a checkpoint: a folder, a truncated, corrupt
     or foreign file, a crafted one (pickled data, sizes the file cannot hold, a structure nested
-    too deeply or naming what it does not have)."""
+    too deeply or naming what it does not have). A ``.safetensors`` file gives its
+    name -> ndarray dict (safetensors_io)."""
+    if is_safetensors_path(path):
+        return load_safetensors(path)
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"tc.load: no such file: {path!r}")

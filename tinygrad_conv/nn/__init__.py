@@ -8,7 +8,6 @@ from .. import functional
 from . import init
 from .layers import (
     AvgPool2d,
-    BatchNorm2d,
     Conv2d,
     CrossEntropyLoss,
     Dropout,
@@ -21,9 +20,10 @@ from .layers import (
     Tanh,
 )
 from .module import IncompatibleKeys, Module, Parameter, Sequential
+from .normalization import BatchNorm1d, BatchNorm2d
 
 __all__ = [
     "Module", "Parameter", "Sequential", "IncompatibleKeys", "Conv2d", "Linear", "ReLU",
-    "Sigmoid", "Tanh", "MaxPool2d", "AvgPool2d", "Flatten", "Dropout", "BatchNorm2d",
+    "Sigmoid", "Tanh", "MaxPool2d", "AvgPool2d", "Flatten", "Dropout", "BatchNorm1d", "BatchNorm2d",
     "CrossEntropyLoss", "MSELoss", "init", "functional",
 ]

@@ -218,40 +218,6 @@ class Dropout(Module):
         return f"p={self.p}"
 
 
-class BatchNorm2d(Module):
-    """Batch normalisation per channel: (N, C, H, W) -> same shape.
-
-    Training normalises with the batch statistics and updates the buffers ``running_mean``,
-    ``running_var`` (with momentum) and ``num_batches_tracked``; eval uses the running ones.
-    """
-
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
-        super().__init__()
-        self.num_features, self.eps, self.momentum = num_features, eps, momentum
-        self.weight = Parameter(np.ones(num_features, dtype=np.float32))
-        self.bias = Parameter(np.zeros(num_features, dtype=np.float32))
-        self.register_buffer("running_mean", np.zeros(num_features, dtype=np.float32))
-        self.register_buffer("running_var", np.ones(num_features, dtype=np.float32))
-        self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))
-
-    def forward(self, x: Any) -> Tensor:
-        x = as_tensor(x)
-        c = self.num_features
-        if x.ndim != 4 or x.shape[1] != c:
-            raise ValueError(
-                f"BatchNorm2d({c}): expected input with {c} channels (N, {c}, H, W), "
-                f"got shape {x.shape}"
-            )
-        out = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                           self.training, self.momentum, self.eps)
-        if self.training:
-            self.num_batches_tracked.data += 1
-        return out
-
-    def extra_repr(self) -> str:
-        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
-
-
 class CrossEntropyLoss(Module):
     """``F.cross_entropy``: logits (N, K) and integer targets (N,) -> scalar (or (N,))."""
 

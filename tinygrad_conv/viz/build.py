@@ -1,68 +1,23 @@
-"""Drawing the computation graph: DOT text in pure Python, rendering through Graphviz.
-
-    import tinygrad_conv.viz as viz
-    text = viz.to_dot(loss, params=dict(model.named_parameters()))    # no Graphviz needed
-    viz.draw_graph(loss, model=model, group_modules=True)              # shows inline in Jupyter
-    viz.render(loss, path="step.svg", model=model)                     # atomic file write
-
-What the drawing shows:
-- an op (``conv2d``, ``relu``...) is a grey box: its name in bold, its settings below;
-- a leaf tensor is a rounded box: a parameter (named from ``params``, e.g. ``0.weight``),
-  an input (``input``, ``input0``...) or a small constant; each output tensor (``loss`` or
-  ``output``) is a rounded box with a bold border; each shows its shape and dtype;
-- intermediate tensors are not boxes: the arrow from the op that made one to each op that uses
-  it carries its shape (as torchviz draws them);
-- ``group_modules=True`` puts the ops of each ``nn.Module`` in a cluster named as in
-  ``model.named_modules()``; ``modules_only=True`` draws one box per layer instead of per op.
-
-Node ids (``n0``, ``n1``...) follow a topological order of the graph found by an iterative
-walk from the outputs, so the same graph always gives the same text and any depth works.
-"""
+"""From tensors to a :class:`~.model.Graph`: walk the ops, name the leaves, label the ops
+with their settings, group them by module, or fold each module into one node."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import gc
-import os
-import re
-import shutil
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from .tensor import Tensor
+from ..engine import topological_order
+from ..tensor import Tensor
+from .dot import _pack, _split_top_level
+from .model import CONST, INPUT, MODULE, OP, OUTPUT, PARAM, Edge, Graph, Node
 
-if TYPE_CHECKING:
-    import graphviz
-
-__all__ = [
-    "to_dot", "draw_graph", "render", "build_graph", "graph_command", "Graph", "Node", "Edge",
-    "GraphvizNotFoundError", "SHOWN_ATTRS", "COLORS", "reference_step",
-]
-
-GRAPH_NAME = "tinygrad_conv"
-INPUT, PARAM, CONST, OP, OUTPUT, MODULE = (
-    "input", "parameter", "constant", "op", "output", "module"
-)
-COLORS = {  # fill colour per kind of node; the legend lists them
-    INPUT: "#a6cee3", PARAM: "#fdd49e", CONST: "#f2f2f2", OP: "#e3e3e3",
-    OUTPUT: "#b2df8a", MODULE: "#d9c8ec",
-}
-_STYLES = {
-    INPUT: "filled,rounded", PARAM: "filled,rounded", CONST: "filled,rounded,dashed",
-    OP: "filled", OUTPUT: "filled,rounded,bold", MODULE: "filled",
-}
-_CLUSTER_FILL, _CLUSTER_LINE = "#f5f7fb", "#8da0cb"
 _RANKDIRS = ("TB", "LR", "BT", "RL")
-_TEXT_FORMATS = ("dot", "gv")
-_KNOWN_FORMATS = _TEXT_FORMATS + ("svg", "png", "pdf", "jpg", "jpeg", "gif", "ps", "eps")
 
-# Which op settings a node shows, per op name. "key?" shows the setting only when it is not a
 # default (0, False, None). Settings not listed (out_hw, x_shape, w_shape, winner, target...)
 # are internal or bulky and never shown. An op not listed here shows its small scalar/tuple
 # settings. Register your own op with e.g. ``viz.SHOWN_ATTRS["my_op"] = ("alpha",)``.
@@ -79,90 +34,13 @@ SHOWN_ATTRS: dict[str, tuple[str, ...]] = {
     "reshape": ("shape",), "broadcast_to": ("shape",), "sum_to": ("shape",),
     "permute": ("axes",), "cat": ("axis",), "pad": ("pad_width", "value?"),
     "getitem": ("index",), "scatter_add": ("index", "shape"),
-    "linear": (), "matmul": (),
+    "linear": (), "matmul": (), "batch_norm": ("training", "eps"),
 }
 _HIDDEN_ATTRS = {"out_hw", "x_shape", "w_shape", "winner", "target", "index", "weights"}
 _LOSS_OPS = {"nll_loss"}
 _LINE_WIDTH = 28  # settings are packed into lines of about this many characters
 
-_INSTALL_HINT = (
-    "Rendering the graph needs the Graphviz 'dot' program, which was not found on PATH "
-    "(the 'graphviz' Python package alone is not enough). Install it with one of:\n"
-    "  Debian/Ubuntu:  sudo apt-get install graphviz\n"
-    "  macOS:          brew install graphviz\n"
-    "  conda:          conda install -c conda-forge graphviz\n"
-    "and open a new shell. Without it, tinygrad_conv.viz.to_dot(...) still gives the DOT text "
-    "(save it as a .dot file, or render it elsewhere with `dot -Tsvg graph.dot -o graph.svg`)."
-)
 
-
-class GraphvizNotFoundError(RuntimeError):
-    """The Graphviz ``dot`` program is missing; the message says how to install it."""
-
-    def __init__(self, message: str = _INSTALL_HINT) -> None:
-        super().__init__(message)
-
-
-# ---- the graph as data ------------------------------------------------------------------------
-@dataclass
-class Node:
-    """One drawn node: ``id`` (``n0``...), ``kind`` (a legend entry), a bold ``title`` line,
-    smaller ``lines`` below it, and ``path``: the module clusters it sits in, outermost first
-    (indices into ``Graph.clusters``)."""
-
-    id: str
-    kind: str
-    title: str
-    lines: list[str] = field(default_factory=list)
-    path: tuple[int, ...] = ()
-
-
-@dataclass
-class Edge:
-    """An arrow ``src -> dst`` (node ids), optionally labelled (the shape of the tensor)."""
-
-    src: str
-    dst: str
-    label: str = ""
-
-
-@dataclass
-class Graph:
-    """The drawing as data: nodes, edges and module clusters; ``source`` is its DOT text."""
-
-    nodes: list[Node]
-    edges: list[Edge]
-    clusters: list[tuple[str, str]] = field(default_factory=list)  # (title, detail) per module
-    rankdir: str = "TB"
-    title: str | None = None
-    legend: bool = True
-
-    def count(self, kind: str | None = None) -> int:
-        """How many nodes (of ``kind``, e.g. ``"op"``) the drawing has; the legend is not one."""
-        return sum(1 for n in self.nodes if kind is None or n.kind == kind)
-
-    def summary(self) -> str:
-        """E.g. ``"23 nodes (12 op, 9 parameter, 1 input, 1 output), 22 edges"``."""
-        kinds = [k for k in (OP, MODULE, PARAM, INPUT, CONST, OUTPUT) if self.count(k)]
-        parts = ", ".join(f"{self.count(k)} {k}" for k in kinds)
-        return f"{self.count()} nodes ({parts}), {len(self.edges)} edges"
-
-    def body(self) -> list[str]:
-        """The DOT statements between the braces, one per item, each ``"\\t...\\n"``."""
-        lines = _header_lines(self.rankdir, self.title)
-        lines += _node_block(self.nodes, self.clusters)
-        lines += [_edge_line(e) for e in self.edges]
-        if self.legend:
-            lines.append(_legend_line({n.kind for n in self.nodes}))
-        return [f"\t{line}\n" for line in lines]
-
-    @property
-    def source(self) -> str:
-        """The whole DOT text (the same as ``graphviz.Digraph(body=self.body()).source``)."""
-        return f"digraph {GRAPH_NAME} {{\n" + "".join(self.body()) + "}\n"
-
-
-# ---- public functions -------------------------------------------------------------------------
 def build_graph(
     *tensors: Tensor,
     params: Mapping[str, Tensor] | Iterable[tuple[str, Tensor]] | None = None,
@@ -225,53 +103,12 @@ def to_dot(
     ).source
 
 
-def draw_graph(*tensors: Tensor, format: str = "svg",  # noqa: A002
-               **options: Any) -> graphviz.Digraph:
-    """The graph as a ``graphviz.Digraph``, for ``.render(path, format=...)`` or Jupyter.
-
-    ``options`` are those of :func:`to_dot`; ``format`` is the default render format (svg,
-    png, pdf...). Building it needs only the ``graphviz`` Python package; rendering or
-    displaying it needs the ``dot`` program, and raises :class:`GraphvizNotFoundError` (a
-    RuntimeError saying how to install it) when that is missing.
-    """
-    graph = build_graph(*tensors, **options)
-    return _digraph_class()(name=GRAPH_NAME, body=graph.body(), format=format)
-
-
-def render(*tensors: Tensor, path: str | os.PathLike, format: str | None = None,  # noqa: A002
-           **options: Any) -> Path:
-    """Draw the graph of ``tensors`` into the file ``path``, atomically; returns the path.
-
-    ``format`` is svg, png, pdf (any Graphviz output format), or ``dot`` for the DOT text
-    (which needs no Graphviz); by default the suffix of ``path`` if it names one, else svg.
-    When ``path`` has no suffix, ``.<format>`` is added. ``options`` are those of
-    :func:`to_dot`. The file is written under a temporary name beside ``path``, then moved over
-    it: a crash never leaves a half-written file. Raises :class:`GraphvizNotFoundError` before
-    any work when ``dot`` is needed and missing.
-    """
-    target, fmt = _target_and_format(path, format)
-    return _write_drawing(to_dot(*tensors, **options), target, fmt)
-
-
-def graph_command(out: str | os.PathLike, fmt: str = "svg", modules: bool = False,
-                  rankdir: str = "TB") -> Path:
-    """``tinygrad-conv graph --out FILE``: draw one training step of the reference CNN.
-
-    Builds ``models.reference_cnn()`` (seed 0), runs a random MNIST-shaped batch (8, 1, 28, 28)
-    with random labels through it, takes the cross-entropy loss and its backward, and writes
-    the drawing (per op, grouped by layer; per layer with ``modules``). Prints where it wrote
-    and the node count; returns the path written.
-    """
-    graph, path = _reference_step_graph(out, fmt, modules, rankdir)
-    print(f"wrote {path}: {graph.summary()}")
-    return path
-
 
 # ---- walking the tensors ----------------------------------------------------------------------
 def _build(outputs: list[Tensor], params: Any, show_shapes: bool, show_grad_norm: bool,
            group_modules: bool, modules_only: bool, model: Any) -> Graph:
     """Walk, name, then draw per op (with clusters), or collapse to one node per module."""
-    order = _walk(outputs)
+    order = topological_order(*outputs, every_input=True)
     scopes = _Scopes(order, model)
     if params is None:
         params = scopes.default_params()
@@ -309,29 +146,6 @@ def _check_outputs(tensors: tuple[Any, ...]) -> list[Tensor]:
     return outputs
 
 
-def _walk(outputs: list[Tensor]) -> list[Tensor]:
-    """Every tensor the outputs depend on, each once, inputs before the ops that use them.
-
-    Iterative depth-first post-order (no recursion limit); the first output's inputs in input
-    order come first, so the order depends only on the graph's structure.
-    """
-    order: list[Tensor] = []
-    seen: set[int] = set()
-    stack: list[tuple[Tensor, bool]] = [(t, False) for t in reversed(outputs)]
-    while stack:
-        tensor, expanded = stack.pop()
-        if expanded:
-            order.append(tensor)
-            continue
-        if id(tensor) in seen:
-            continue
-        seen.add(id(tensor))
-        stack.append((tensor, True))
-        if tensor.op is not None:
-            stack.extend((p, False) for p in reversed(tensor.op.inputs) if id(p) not in seen)
-    return order
-
-
 def _tensor_names(params: Mapping[str, Tensor] | Iterable[tuple[str, Tensor]]) -> dict[int, str]:
     pairs = params.items() if isinstance(params, Mapping) else params
     names: dict[int, str] = {}
@@ -350,6 +164,7 @@ class _Scopes:
         if self.root is not None and hasattr(self.root, "named_modules"):
             self.names = {id(m): name for name, m in self.root.named_modules()}
         self.modules: list[Any] = []  # every module that made an op, first seen first
+        self.calls: list[int] = []  # after split_calls: which call of its module a cluster is
         self._index: dict[int, int] = {}
         self.paths = {id(op): self._path(op) for op in ops}
 
@@ -375,12 +190,40 @@ class _Scopes:
     def path_of(self, op: Any) -> tuple[int, ...]:
         return self.paths[id(op)]
 
+    def split_calls(self, nodes: list[Node], edges: list[Edge]) -> None:
+        """One cluster per call of a module: a module's ops that no edge inside the module
+        joins (a pool used twice) come from different calls. Renumbers the op nodes' paths,
+        outermost level first, so ``modules[i]`` is the module of cluster ``i``."""
+        ops = [n for n in nodes if n.kind == OP and n.path]
+        new_paths: dict[str, tuple[int, ...]] = {n.id: () for n in ops}
+        modules: list[Any] = []
+        calls: list[int] = []
+        seen_calls: dict[int, int] = {}
+        for depth in range(max((len(n.path) for n in ops), default=0)):
+            groups: dict[tuple, list[Node]] = {}
+            for n in ops:
+                if len(n.path) > depth:
+                    groups.setdefault((new_paths[n.id], n.path[depth]), []).append(n)
+            for (_, old), members in groups.items():
+                for component in _connected(members, edges):
+                    module = self.modules[old]
+                    seen_calls[id(module)] = seen_calls.get(id(module), 0) + 1
+                    calls.append(seen_calls[id(module)])
+                    modules.append(module)
+                    for n in component:
+                        new_paths[n.id] += (len(modules) - 1,)
+        for n in ops:
+            n.path = new_paths[n.id]
+        self.modules, self.calls = modules, calls
+
     def title(self, index: int) -> str:
-        """``"0: Conv2d"``, ``"features.conv1: Conv2d"``, or the class for an unnamed module."""
+        """``"0: Conv2d"``, ``"features.conv1: Conv2d"``, or the class for an unnamed module;
+        ``" (call 2)"`` after it for a module's second call."""
         module = self.modules[index]
         name = self.names.get(id(module), "")
         cls = type(module).__name__
-        return f"{name}: {cls}" if name else cls
+        call = self.calls[index] if index < len(self.calls) else 1
+        return (f"{name}: {cls}" if name else cls) + (f" (call {call})" if call > 1 else "")
 
     def detail(self, index: int) -> str:
         """The module's ``extra_repr()`` (its settings), or ``""``."""
@@ -393,6 +236,25 @@ class _Scopes:
         prefix = self.names.get(id(self.modules[index]), "")
         return qualified[len(prefix) + 1:] if prefix and qualified.startswith(prefix + ".") \
             else qualified
+
+
+def _connected(members: list[Node], edges: list[Edge]) -> list[list[Node]]:
+    """``members`` split into the groups that edges between members join, in node order."""
+    parent = {n.id: n.id for n in members}
+
+    def find(a: str) -> str:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for e in edges:
+        if e.src in parent and e.dst in parent:
+            parent[find(e.src)] = find(e.dst)
+    groups: dict[str, list[Node]] = {}
+    for n in members:
+        groups.setdefault(find(n.id), []).append(n)
+    return list(groups.values())
 
 
 def _infer_root(ops: list[Any]) -> Any:
@@ -435,6 +297,7 @@ def _op_graph(order: list[Tensor], outputs: list[Tensor], names: dict[int, str],
         title = names.get(id(out)) or _output_name(out, i, outputs, scopes)
         nodes.append(Node(nid, OUTPUT, title, _tensor_lines(out, show_shapes, show_grad_norm)))
         edges.append(Edge(node_of[id(out)], nid))
+    scopes.split_calls(nodes, edges)
     _place_leaves_with_users(nodes, edges)
     clusters = [(scopes.title(i), scopes.detail(i)) for i in range(len(scopes.modules))]
     return Graph(nodes, edges, clusters)
@@ -531,17 +394,6 @@ def _edge_label(t: Tensor, show_shapes: bool, show_grad_norm: bool) -> str:
 def _op_lines(op: Any) -> list[str]:
     """The op's settings, packed into short lines, e.g. ``["kernel 3x3, stride 1", ...]``."""
     return _pack(_op_settings(op), _LINE_WIDTH)
-
-
-def _pack(items: list[str], width: int) -> list[str]:
-    """Join items with ", " into lines of at most ``width`` characters (longer items alone)."""
-    lines: list[str] = []
-    for item in items:
-        if lines and len(lines[-1]) + 2 + len(item) <= width:
-            lines[-1] += ", " + item
-        else:
-            lines.append(item)
-    return lines
 
 
 def _op_settings(op: Any) -> list[str]:
@@ -666,220 +518,3 @@ def _unit_node(nid: str, group: list[Node], scopes: _Scopes) -> Node:
         lines.append(" ".join([short] + shape))
         lines += [f"{short}.{line}" for line in grads]
     return Node(nid, MODULE, scopes.title(index), lines)
-
-
-def _split_top_level(text: str, width: int = 30) -> list[str]:
-    """Wrap ``"1, 32, kernel_size=(3, 3), ..."`` at commas outside brackets."""
-    pieces, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
-        depth += ch in "([{"
-        depth -= ch in ")]}"
-        if ch == "," and depth == 0:
-            pieces.append(text[start:i].strip())
-            start = i + 1
-    pieces.append(text[start:].strip())
-    return _pack(pieces, width)
-
-
-# ---- DOT text ---------------------------------------------------------------------------------
-_SPECIAL = re.compile(r"[&<>\"']")
-
-
-def _escape(text: str) -> str:
-    """Text for a Graphviz HTML-like label: &, <, >, quotes escaped; control chars as spaces."""
-    if text.isprintable() and _SPECIAL.search(text) is None:
-        return text
-    text = "".join(ch if ch.isprintable() or ch == "\n" else " " for ch in text)
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    text = text.replace('"', "&quot;").replace("'", "&#39;")
-    return text.replace("\n", "<br/>")
-
-
-def _html_label(title: str, lines: list[str], align: str = "") -> str:
-    """``<<b>title</b><br/><font point-size="9">line<br/>line</font>>``; ``align="left"``
-    left-aligns every line (cluster captions)."""
-    br = f'<br align="{align}"/>' if align else "<br/>"
-    label = f"<b>{_escape(title)}</b>"
-    if lines:
-        label += br + '<font point-size="9">' + br.join(_escape(x) for x in lines) + "</font>"
-    return f"<{label}{br if align else ''}>"
-
-
-def _header_lines(rankdir: str, title: str | None) -> list[str]:
-    font = 'fontname="Helvetica"'
-    graph = f'graph [rankdir={rankdir}, {font}, fontsize=12, nodesep=0.25, ranksep=0.3'
-    if title:
-        graph += f", labelloc=t, label=<<b>{_escape(title)}</b>>"
-    return [
-        graph + "]",
-        f'node [shape=box, {font}, fontsize=10, margin="0.1,0.04", height=0.3, penwidth=1]',
-        f'edge [{font}, fontsize=8, color="#666666", fontcolor="#444444", arrowsize=0.6]',
-    ]
-
-
-def _node_line(node: Node) -> str:
-    return (f"{node.id} [label={_html_label(node.title, node.lines)}, "
-            f'fillcolor="{COLORS[node.kind]}", style="{_STYLES[node.kind]}"]')
-
-
-def _edge_line(edge: Edge) -> str:
-    if not edge.label:
-        return f"{edge.src} -> {edge.dst}"
-    return f"{edge.src} -> {edge.dst} [label=<{_escape(edge.label)}>]"
-
-
-def _node_block(nodes: list[Node], clusters: list[tuple[str, str]]) -> list[str]:
-    """Node statements in id order; a module's nodes sit in a (nested) ``subgraph cluster_<i>``
-    block, written where its first node comes."""
-    tree: dict = {"items": [], "children": {}}
-    for node in nodes:
-        branch = tree
-        for index in node.path:
-            if index not in branch["children"]:
-                branch["children"][index] = {"items": [], "children": {}}
-                branch["items"].append(index)
-            branch = branch["children"][index]
-        branch["items"].append(node)
-    return _cluster_lines(tree, clusters, indent="")
-
-
-def _cluster_lines(branch: dict, clusters: list[tuple[str, str]], indent: str) -> list[str]:
-    lines = []
-    for item in branch["items"]:
-        if isinstance(item, Node):
-            lines.append(indent + _node_line(item))
-            continue
-        title, detail = clusters[item]
-        label = _html_label(title, _split_top_level(detail, 48) if detail else [], "left")
-        inner = indent + "\t"
-        lines.append(f"{indent}subgraph cluster_{item} {{")
-        lines.append(f'{inner}graph [label={label}, labeljust=l, style="rounded,filled", '
-                     f'fillcolor="{_CLUSTER_FILL}", color="{_CLUSTER_LINE}", fontsize=10]')
-        lines += _cluster_lines(branch["children"][item], clusters, inner)
-        lines.append(indent + "}")
-    return lines
-
-
-def _legend_line(kinds: set[str]) -> str:
-    """One table node: a coloured cell per kind of node drawn, in a fixed order."""
-    shown = [k for k in (INPUT, PARAM, CONST, OP, MODULE, OUTPUT) if k in kinds]
-    rows = "".join(f'<tr><td bgcolor="{COLORS[k]}">{k}</td></tr>' for k in shown)
-    table = ('<table border="0" cellborder="1" cellspacing="2" cellpadding="3">'
-             f'<tr><td border="0"><b>legend</b></td></tr>{rows}</table>')
-    return f'legend [shape=plaintext, style="", fontsize=9, label=<{table}>]'
-
-
-# ---- rendering --------------------------------------------------------------------------------
-@functools.cache
-def _digraph_class() -> type:
-    """A ``graphviz.Digraph`` whose render/pipe (and so Jupyter display) explain a missing dot."""
-    try:
-        import graphviz
-    except ImportError as e:  # pragma: no cover - graphviz is a dependency
-        raise ImportError("draw_graph needs the graphviz package: pip install graphviz; "
-                          "viz.to_dot works without it") from e
-
-    class Digraph(graphviz.Digraph):
-        """graphviz.Digraph that raises GraphvizNotFoundError when ``dot`` is missing."""
-
-        def render(self, *args: Any, **kwargs: Any) -> str:
-            try:
-                return super().render(*args, **kwargs)
-            except graphviz.ExecutableNotFound as e:
-                raise GraphvizNotFoundError() from e
-
-        def pipe(self, *args: Any, **kwargs: Any) -> Any:
-            try:
-                return super().pipe(*args, **kwargs)
-            except graphviz.ExecutableNotFound as e:
-                raise GraphvizNotFoundError() from e
-
-    Digraph.__module__, Digraph.__qualname__ = __name__, "Digraph"
-    return Digraph
-
-
-def _target_and_format(path: str | os.PathLike, format: str | None) -> tuple[Path, str]:  # noqa: A002
-    """The file to write (``.<format>`` added when ``path`` has no suffix) and the format
-    (default: ``path``'s suffix if Graphviz knows it, else svg); checks for ``dot`` first."""
-    target = Path(path)
-    suffix = target.suffix.lower().lstrip(".")
-    fmt = (format or (suffix if suffix in _KNOWN_FORMATS else "svg")).lower().lstrip(".")
-    if not suffix:
-        target = target.with_name(f"{target.name}.{fmt}")
-    if fmt not in _TEXT_FORMATS and shutil.which("dot") is None:
-        raise GraphvizNotFoundError()
-    return target, fmt
-
-
-def _write_drawing(source: str, target: Path, fmt: str) -> Path:
-    data = source.encode("utf-8") if fmt in _TEXT_FORMATS else _run_dot(source, fmt)
-    _write_atomic(target, data)
-    return target
-
-
-def _run_dot(source: str, fmt: str) -> bytes:
-    import graphviz
-
-    try:
-        return graphviz.pipe("dot", fmt, source.encode("utf-8"), quiet=True)
-    except graphviz.ExecutableNotFound as e:
-        raise GraphvizNotFoundError() from e
-    except graphviz.CalledProcessError as e:
-        raise RuntimeError(f"Graphviz dot failed to render {fmt}: {e.stderr!r}") from e
-
-
-def _file_mode(target: Path) -> int:
-    """The mode the file would get from a plain open(): the old file's, else 0666 & ~umask."""
-    try:
-        return target.stat().st_mode & 0o777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``target``, then move it over ``target``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, _file_mode(target))  # mkstemp makes it private (0600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-# ---- the reference training step (for the CLI and the docs) -----------------------------------
-def reference_step(seed: int = 0, batch: int = 8) -> tuple[Any, Tensor]:
-    """``(model, loss)``: the reference CNN after one forward, cross-entropy and backward on a
-    random MNIST-shaped batch ``(batch, 1, 28, 28)`` with random labels (all from ``seed``)."""
-    from . import functional as F
-    from .models import reference_cnn
-    from .rng import manual_seed
-
-    manual_seed(seed)
-    model = reference_cnn()
-    rng = np.random.default_rng(seed)
-    x = Tensor(rng.standard_normal((batch, 1, 28, 28)).astype(np.float32))
-    y = rng.integers(0, 10, size=batch)
-    loss = F.cross_entropy(model(x), y)
-    loss.backward()
-    return model, loss
-
-
-def _reference_step_graph(out: str | os.PathLike, fmt: str, modules: bool,
-                          rankdir: str) -> tuple[Graph, Path]:
-    target, fmt = _target_and_format(out, fmt)  # a missing dot fails here, before any work
-    model, loss = reference_step()
-    title = "reference_cnn: one training step" + (" (one node per layer)" if modules else "")
-    graph = build_graph(loss, model=model, params=dict(model.named_parameters()),
-                        show_grad_norm=True, group_modules=not modules, modules_only=modules,
-                        rankdir=rankdir, title=title)
-    return graph, _write_drawing(graph.source, target, fmt)
-
