@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .ops import conv as conv_ops
+from .ops import dropout as dropout_ops
 from .ops import elementwise as E
 from .ops import linalg, loss, pool
 from .ops.movement import pad as _pad
@@ -207,7 +208,7 @@ def dropout(x: Any, p: float = 0.5, training: bool = True) -> Tensor:
         return x
     if p == 1.0:
         return x * 0.0
-    return loss.Dropout(p=p).apply(x)
+    return dropout_ops.Dropout(p=p).apply(x)
 
 
 def pad(x: Any, pad_width: Any, value: float = 0) -> Tensor:

@@ -1,4 +1,4 @@
-"""Softmax, log-softmax and the losses built on them; dropout."""
+"""Softmax, log-softmax and the losses built on them."""
 
 from __future__ import annotations
 
@@ -77,17 +77,3 @@ class NLLLoss(Op):
             g = g.unsqueeze(-1)
         # the shapes broadcast by construction: Mul directly, without mul's operand checks
         return (Mul().apply(g, Tensor._from_array(self.weights)),)
-
-
-@register("dropout")
-class Dropout(Op):
-    def forward(self, x):
-        from ..rng import generator
-
-        p = self.attrs["p"]
-        keep = generator().random(x.shape, dtype=np.float32) >= p
-        self.scale_mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
-        return x * self.scale_mask
-
-    def backward(self, g):
-        return (g * Tensor._from_array(self.scale_mask),)
