@@ -5,7 +5,22 @@
 """
 
 from .. import functional
-from . import init
+from . import init, utils
+from .extra import (
+    ELU,
+    GELU,
+    AdaptiveAvgPool2d,
+    BCEWithLogitsLoss,
+    Dropout2d,
+    Identity,
+    LeakyReLU,
+    LogSoftmax,
+    ModuleDict,
+    ModuleList,
+    NLLLoss,
+    SiLU,
+    Softmax,
+)
 from .layers import (
     AvgPool2d,
     BatchNorm2d,
@@ -25,5 +40,7 @@ from .module import IncompatibleKeys, Module, Parameter, Sequential
 __all__ = [
     "Module", "Parameter", "Sequential", "IncompatibleKeys", "Conv2d", "Linear", "ReLU",
     "Sigmoid", "Tanh", "MaxPool2d", "AvgPool2d", "Flatten", "Dropout", "BatchNorm2d",
-    "CrossEntropyLoss", "MSELoss", "init", "functional",
+    "CrossEntropyLoss", "MSELoss", "init", "functional", "utils", "Identity", "ModuleList",
+    "ModuleDict", "LeakyReLU", "ELU", "GELU", "SiLU", "Softmax", "LogSoftmax",
+    "AdaptiveAvgPool2d", "Dropout2d", "NLLLoss", "BCEWithLogitsLoss",
 ]
