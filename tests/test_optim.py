@@ -174,8 +174,10 @@ def test_state_dict_has_pytorchs_shape():
     opt.add_param_group({"params": [q], "lr": 0.5})
     sd = opt.state_dict()
     assert sd["param_groups"] == [
-        {"lr": 0.01, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0, "params": [0]},
-        {"lr": 0.5, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0, "params": [1]},
+        {"lr": 0.01, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
+         "amsgrad": False, "params": [0]},
+        {"lr": 0.5, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
+         "amsgrad": False, "params": [1]},
     ]
     assert list(sd["state"]) == [0] and sd["state"][0]["step"] == 2
     np.testing.assert_array_equal(sd["state"][0]["exp_avg"], opt.state[p]["exp_avg"])

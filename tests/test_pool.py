@@ -120,7 +120,7 @@ def test_max_pool_padding_never_wins():
     np.testing.assert_allclose(out.data[:, :, 0, 0], x_np[:, :, :2, :2].max(axis=(2, 3)))
     out.sum().backward()
     # every window's gradient lands on a real pixel: nothing is lost to the padding
-    np.testing.assert_allclose(x.grad.data.sum(), out.size)
+    np.testing.assert_allclose(x.grad.data.sum(), out.numel())
 
 
 def test_max_pool_ties_go_to_the_first_maximum():

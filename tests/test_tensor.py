@@ -81,7 +81,7 @@ def test_attributes():
     assert t.shape == (2, 3, 4) and isinstance(t.shape, tuple)
     assert t.ndim == 3
     assert isinstance(t.dtype, np.dtype) and t.dtype == np.float32
-    assert t.size == 24 and isinstance(t.size, int)
+    assert t.numel() == 24 and t.size() == (2, 3, 4) and t.size(-1) == 4 and t.dim() == 3
     assert len(t) == 2
     assert t.op is None and t.parents == () and t.is_leaf
 
@@ -100,7 +100,7 @@ def test_numpy_conversions():
     assert t.tolist() == [[1.0, 2.0], [3.0, 4.0]]
     assert tc.Tensor([[2.5]]).item() == 2.5
     assert isinstance(tc.Tensor([7]).item(), int)
-    with pytest.raises(ValueError, match=r"\(2, 2\)"):
+    with pytest.raises(RuntimeError, match=r"\(2, 2\)"):
         t.item()
 
 
@@ -123,7 +123,7 @@ def test_repr_shows_values_dtype_and_graph():
 def test_bool_of_one_element_and_ambiguity():
     assert bool(tc.Tensor([3.0]) > 2)
     assert not bool(tc.Tensor(0.0))
-    with pytest.raises(ValueError, match="ambiguous"):
+    with pytest.raises(RuntimeError, match="ambiguous"):
         bool(tc.Tensor([1.0, 2.0]))
 
 
@@ -302,7 +302,7 @@ def test_cat_only_grads_for_inputs_that_require_them():
 def test_dim_and_axis_are_both_accepted(rng):
     a = rng.standard_normal((2, 3, 1))
     x = tc.Tensor(a, dtype=np.float64)
-    for name, ref in (("sum", np.sum), ("mean", np.mean), ("max", np.max), ("min", np.min)):
+    for name, ref in (("sum", np.sum), ("mean", np.mean), ("amax", np.max), ("amin", np.min)):
         by_axis = getattr(x, name)(axis=1, keepdims=True)
         by_dim = getattr(x, name)(dim=1, keepdim=True)
         np.testing.assert_allclose(by_axis.data, ref(a, axis=1, keepdims=True))

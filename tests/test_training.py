@@ -99,7 +99,7 @@ def test_reference_cnn_shapes():
     tc.manual_seed(0)
     model = reference_cnn()
     assert isinstance(model, nn.Sequential) and len(model) == 10
-    assert sum(p.size for p in model.parameters()) == 421_642
+    assert sum(p.numel() for p in model.parameters()) == 421_642
     assert model(tc.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 

@@ -6,7 +6,7 @@
 """
 
 # functional registers the conv, pool and loss ops
-from . import functional, nn, optim
+from . import autograd, functional, nn, optim
 from .backends import backend, set_backend, use_backend
 from .engine import is_grad_enabled, no_grad, set_grad_enabled
 from .gradcheck import gradcheck
@@ -17,6 +17,7 @@ from .tensor import (
     Tensor,
     arange,
     cat,
+    device,
     ones,
     ones_like,
     rand,
@@ -26,6 +27,13 @@ from .tensor import (
     zeros,
     zeros_like,
 )
+from .toplevel import *  # noqa: F403
+from .toplevel import __all__ as _toplevel_names
+
+# PyTorch's dtype names; ``tc.bool``, ``tc.float``, ``tc.int`` as in torch
+bool = bool_  # noqa: A001,F405
+float = float_  # noqa: A001,F405
+int = int_  # noqa: A001,F405
 
 __version__ = "0.1.0"
 
@@ -33,5 +41,5 @@ __all__ = [
     "Tensor", "tensor", "zeros", "ones", "zeros_like", "ones_like", "randn", "rand", "arange",
     "cat", "stack", "no_grad", "is_grad_enabled", "set_grad_enabled", "manual_seed",
     "gradcheck", "functional", "nn", "optim", "save", "load", "backend", "set_backend",
-    "use_backend", "summary",
+    "use_backend", "summary", "autograd", "device", "bool", "float", "int", *_toplevel_names,
 ]

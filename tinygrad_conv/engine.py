@@ -44,6 +44,7 @@ _state = _ThreadState()
 
 OPS: dict[str, type[Op]] = {}
 _data, _requires_grad = operator.attrgetter("data"), operator.attrgetter("requires_grad")
+_version = operator.attrgetter("_version")
 
 
 def is_grad_enabled() -> bool:
@@ -152,13 +153,16 @@ class Op:
     """
 
     name = "op"
+    output_version = 0  # the output's in-place counter when made (set when an update is one)
     # the graph's links live in slots; whatever a forward saves for its backward goes to
     # the instance __dict__, which release() empties
-    __slots__ = ("attrs", "inputs", "needs_grad", "scope", "released", "_output", "__dict__")
+    __slots__ = ("attrs", "inputs", "versions", "needs_grad", "scope", "released", "_output",
+                 "__dict__")
 
     def __init__(self, **attrs: Any) -> None:
         self.attrs = attrs
         self.inputs: tuple[Tensor, ...] = ()
+        self.versions: tuple[int, ...] = ()  # the inputs' in-place counters when recorded
         self.needs_grad: tuple[bool, ...] = ()
         self.scope: tuple[Any, ...] = ()
         self.released = False
@@ -175,6 +179,13 @@ class Op:
         out = self._output() if self._output is not None else None
         if out is None:
             raise RuntimeError(f"{self.name}: its output tensor is gone; backward cannot use it")
+        if out._version != self.output_version:
+            raise RuntimeError(
+                "one of the variables needed for gradient computation has been modified by an "
+                f"inplace operation: the output of op {self.name!r} (a tensor of shape "
+                f"{out.shape}) is at version {out._version}; expected version "
+                f"{self.output_version} instead. Change it out of place, or .clone() it first."
+            )
         return out
 
     def apply(self, *inputs: Any) -> Tensor:
@@ -196,6 +207,7 @@ class Op:
         out = Tensor._from_array(out_array, record)
         if record:
             self.inputs = tensors
+            self.versions = tuple(map(_version, tensors))
             self.scope = tuple(state.module_stack)
             self._output = weakref.ref(out)
             out.op = self
@@ -247,11 +259,22 @@ def sum_to_shape(grad: Tensor, shape: tuple[int, ...]) -> Tensor:
     return sum_to(grad, shape)
 
 
-def run_backward(root: Tensor, grad: Tensor, retain_graph: bool, create_graph: bool) -> None:
-    """Reverse-mode accumulation from ``root`` (seeded with ``grad``) into leaf ``.grad``s."""
-    order = topological_order(root)
-    pending: dict[int, Tensor] = {id(root): grad}
-    handed_out: set[int] = {id(grad.data)}  # arrays some other holder may also see or change
+def run_backward(root: Tensor | list[Tensor], grad: Tensor | list[Tensor], retain_graph: bool,
+                 create_graph: bool, capture: dict[int, Tensor | None] | None = None) -> None:
+    """Reverse-mode accumulation from ``root`` (seeded with ``grad``) into leaf ``.grad``s.
+
+    ``root`` and ``grad`` may be lists (several outputs, each with its seed). With
+    ``capture`` (id of a tensor -> None), the grads of those tensors are stored there instead
+    and no ``.grad`` is touched: ``autograd.grad``.
+    """
+    roots, seeds = (root, grad) if isinstance(root, list) else ([root], [grad])
+    order = topological_order(*roots)
+    pending: dict[int, Tensor] = {}
+    for r, seed in zip(roots, seeds):
+        earlier = pending.get(id(r))
+        pending[id(r)] = seed if earlier is None else earlier + seed
+    # arrays some other holder may also see or change
+    handed_out: set[int] = {id(seed.data) for seed in seeds}
     with set_grad_enabled(create_graph):
         for node in reversed(order):
             g = pending.pop(id(node), None)
@@ -260,9 +283,12 @@ def run_backward(root: Tensor, grad: Tensor, retain_graph: bool, create_graph: b
             for hook in node._hooks:
                 replaced = hook(g)
                 if replaced is not None:
-                    g = replaced
+                    g = _checked_hook_grad(hook, replaced, g)
             op = node.op
-            if op is None or node._retains_grad:
+            if capture is not None:
+                if id(node) in capture:
+                    capture[id(node)] = g
+            elif op is None or node._retains_grad:
                 _accumulate_into_grad(node, g, create_graph, handed_out)
             if op is not None:
                 _propagate(op, g, pending, retain_graph)
@@ -276,6 +302,8 @@ def _propagate(op: Op, g: Tensor, pending: dict[int, Tensor], retain_graph: bool
             "arrays were freed after the first backward. Pass retain_graph=True to the first "
             "backward() call if you need to backward through the graph again."
         )
+    if tuple(map(_version, op.inputs)) != op.versions:
+        _raise_modified(op)
     input_grads = op.backward(g)
     if not retain_graph:
         op.release()
@@ -311,3 +339,29 @@ def _accumulate_into_grad(node: Tensor, g: Tensor, create_graph: bool,
         arr = np.array(arr, dtype=node.dtype, copy=True)
     handed_out.add(id(arr))
     node.grad = Tensor._from_array(arr)
+
+
+def _raise_modified(op: Op) -> None:
+    for i, (t, seen) in enumerate(zip(op.inputs, op.versions)):
+        if t._version != seen:
+            raise RuntimeError(
+                "one of the variables needed for gradient computation has been modified by an "
+                f"inplace operation: input {i} of op {op.name!r} (a tensor of shape {t.shape}) "
+                f"is at version {t._version}; expected version {seen} instead. Change it out "
+                "of place (e.g. x = x + 1, not x += 1), or .clone() it before the change."
+            )
+
+
+def _checked_hook_grad(hook: Callable, replaced: Any, g: Tensor) -> Tensor:
+    """What a tensor hook returned, checked to be a gradient of the same shape."""
+    if not isinstance(replaced, Tensor):
+        raise TypeError(
+            f"hook {getattr(hook, '__name__', hook)!r} returned {type(replaced).__name__}; a "
+            "hook must return None or a Tensor"
+        )
+    if replaced.shape != g.shape:
+        raise RuntimeError(
+            f"hook {getattr(hook, '__name__', hook)!r} has changed the size of value: it "
+            f"returned a gradient of shape {replaced.shape}, expected {g.shape}"
+        )
+    return replaced

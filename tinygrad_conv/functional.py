@@ -12,6 +12,7 @@ import numpy as np
 
 from .geometry import Window
 from .ops import conv as conv_ops
+from .ops import dropout as dropout_ops
 from .ops import elementwise as E
 from .ops import linalg, loss, norm, pool
 from .ops.movement import pad as _pad
@@ -87,10 +88,18 @@ def _pool_window(name: str, x: Tensor, kernel_size: IntPair, stride: IntPair | N
 
 
 def max_pool2d(x: Any, kernel_size: IntPair, stride: IntPair | None = None,
-               padding: IntPair = 0) -> Tensor:
-    """Max over windows; padding never wins. x (N, C, H, W) -> (N, C, H', W')."""
+               padding: IntPair = 0, ceil_mode: bool = False) -> Tensor:
+    """Max over windows; padding never wins. x (N, C, H, W) -> (N, C, H', W').
+
+    ``ceil_mode`` rounds H' and W' up (a last, partial window), as PyTorch: a window must
+    start inside the input or its left padding.
+    """
     x = as_tensor(x)
-    return pool.MaxPool2d(_pool_window("max_pool2d", x, kernel_size, stride, padding)).apply(x)
+    window = _pool_window("max_pool2d", x, kernel_size, stride, padding)
+    if ceil_mode:
+        x = _ceil_mode_padded(x, window)
+        window = pool.check_pool_args("max_pool2d", x, window.kernel, window.stride, (0, 0))
+    return pool.MaxPool2d(window).apply(x)
 
 
 def avg_pool2d(x: Any, kernel_size: IntPair, stride: IntPair | None = None,
@@ -195,20 +204,83 @@ def _check_reduction(name: str, reduction: str) -> None:
         raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
-def nll_loss(log_probs: Any, target: Any, reduction: str = "mean") -> Tensor:
-    """Negative log-likelihood: log_probs (N, K), integer target (N,) -> scalar (or (N,))."""
+def nll_loss(log_probs: Any, target: Any, weight: Any = None, ignore_index: int = -100,
+             reduction: str = "mean") -> Tensor:
+    """Negative log-likelihood: log_probs (N, K), integer target (N,) -> scalar (or (N,)).
+
+    Targets equal to ``ignore_index`` count for nothing (the mean is over the others).
+    """
+    weight, reduction = _no_weight("nll_loss", weight, reduction)
     log_probs = as_tensor(log_probs)
     _check_reduction("nll_loss", reduction)
-    t = _class_targets("nll_loss", log_probs, target)
-    return loss.NLLLoss(target=t, reduction=reduction).apply(log_probs)
+    return _nll(log_probs, target, reduction, ignore_index, 0.0, "nll_loss")
 
 
-def cross_entropy(logits: Any, target: Any, reduction: str = "mean") -> Tensor:
-    """nll_loss(log_softmax(logits), target): logits (N, K), integer target (N,)."""
+def cross_entropy(logits: Any, target: Any, weight: Any = None, ignore_index: int = -100,
+                  reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
+    """nll_loss(log_softmax(logits), target): logits (N, K) and integer targets (N,), or
+    class probabilities (N, K).
+
+    ``label_smoothing`` e mixes each target with the uniform distribution:
+    (1 - e) * target + e / K. Targets equal to ``ignore_index`` count for nothing.
+    """
+    weight, reduction = _no_weight("cross_entropy", weight, reduction)
     logits = as_tensor(logits)
     _check_reduction("cross_entropy", reduction)
-    t = _class_targets("cross_entropy", logits, target)
-    return loss.NLLLoss(target=t, reduction=reduction).apply(log_softmax(logits, axis=1))
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got "
+                         f"{label_smoothing}")
+    log_probs = log_softmax(logits, axis=1) if logits.ndim == 2 else logits
+    if np.shape(target) == logits.shape and logits.ndim == 2:  # class probabilities
+        return _soft_cross_entropy(log_probs, target, reduction, label_smoothing)
+    return _nll(log_probs, target, reduction, ignore_index, label_smoothing, "cross_entropy")
+
+
+def _no_weight(name: str, weight: Any, reduction: str) -> tuple[None, str]:
+    if isinstance(weight, str):  # the older call nll_loss(x, target, "sum")
+        return None, weight
+    if weight is not None:
+        raise NotImplementedError(f"{name}: class weights (weight=) are not supported")
+    return None, reduction
+
+
+def _nll(log_probs: Tensor, target: Any, reduction: str, ignore_index: int,
+         smoothing: float, name: str) -> Tensor:
+    t = target.data if isinstance(target, Tensor) else np.asarray(target)
+    ignored = (t == ignore_index) if t.dtype.kind in "iu" else np.zeros(t.shape, bool)
+    if smoothing == 0.0 and len(t) and not ignored.any():  # the common case: one op
+        t = _class_targets(name, log_probs, t)
+        return loss.NLLLoss(target=t, reduction=reduction).apply(log_probs)
+    t = _class_targets(name, log_probs, np.where(ignored, 0, t) if t.dtype.kind in "iu" else t)
+    n, k = log_probs.shape
+    weights = np.zeros((n, k), dtype=log_probs.dtype)
+    weights[np.arange(n), t] = 1.0 - smoothing
+    weights += smoothing / k
+    weights[ignored] = 0.0
+    per_sample = -(log_probs * Tensor._from_array(weights)).sum(1)
+    return _reduce_loss(per_sample, reduction, int((~ignored).sum()))
+
+
+def _soft_cross_entropy(log_probs: Tensor, target: Any, reduction: str,
+                        smoothing: float) -> Tensor:
+    """-sum(p * log_probs) per sample for class probabilities p (N, K)."""
+    p = _like(target, log_probs)
+    if p.dtype.kind != "f":
+        raise TypeError(f"cross_entropy: a target of the input's shape {log_probs.shape} "
+                        f"holds class probabilities and must be float, got {p.dtype}")
+    if smoothing:
+        p = p * (1.0 - smoothing) + smoothing / log_probs.shape[1]
+    return _reduce_loss(-(log_probs * p).sum(1), reduction, log_probs.shape[0])
+
+
+def _reduce_loss(per_sample: Tensor, reduction: str, count: int) -> Tensor:
+    if reduction == "none":
+        return per_sample
+    total = per_sample.sum()
+    if reduction == "sum":
+        return total
+    with np.errstate(invalid="ignore", divide="ignore"):  # an empty batch: nan, as PyTorch
+        return total / float(count)
 
 
 def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Tensor:  # noqa: A002
@@ -232,7 +304,22 @@ def dropout(x: Any, p: float = 0.5, training: bool = True) -> Tensor:
         return x
     if p == 1.0:
         return x * 0.0
-    return loss.Dropout(p=p).apply(x)
+    return dropout_ops.Dropout(p=p).apply(x)
+
+
+def dropout2d(x: Any, p: float = 0.5, training: bool = True) -> Tensor:
+    """Zero whole channels of x (N, C, H, W) or (C, H, W) with probability p, scale the rest
+    by 1/(1-p); identity in eval."""
+    x = as_tensor(x)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout2d: p must be in [0, 1], got {p}")
+    if x.ndim not in (3, 4):
+        raise ValueError(f"dropout2d: expected (N, C, H, W) or (C, H, W), got shape {x.shape}")
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        return x * 0.0
+    return dropout_ops.Dropout2d(p=p).apply(x)
 
 
 def pad(x: Any, pad_width: Any, value: float = 0) -> Tensor:
@@ -288,3 +375,113 @@ def _update_running(stat: Any, batch_value: np.ndarray, momentum: float) -> None
     arr = stat.data if isinstance(stat, Tensor) else stat
     arr *= 1 - momentum
     arr += momentum * batch_value.astype(arr.dtype)
+
+
+# ---- activations and losses added for PyTorch parity -----------------------------------
+
+def _ceil_mode_padded(x: Tensor, window: Window) -> Tensor:
+    """x padded with -inf so that a plain max pool of it gives PyTorch's ceil_mode output: the
+    output size rounds up, but the last window must start inside the input or its left
+    padding."""
+    (kh, kw), (sh, sw), (ph, pw) = window.kernel, window.stride, window.padding
+    extra = []
+    for size, k, stride, p in ((x.shape[2], kh, sh, ph), (x.shape[3], kw, sw, pw)):
+        out = -(-(size + 2 * p - k) // stride) + 1
+        if (out - 1) * stride >= size + p:
+            out -= 1
+        extra.append(max(0, (out - 1) * stride + k - (size + 2 * p)))
+    widths = ((0, 0), (0, 0), (ph, ph + extra[0]), (pw, pw + extra[1]))
+    return _pad(x, widths, value=-np.inf)
+
+
+def one_hot(tensor: Any, num_classes: int = -1) -> Tensor:
+    """Integer classes (...) -> int64 (..., num_classes) with a 1 at each class;
+    ``num_classes`` defaults to the largest class + 1."""
+    t = tensor.data if isinstance(tensor, Tensor) else np.asarray(tensor)
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"one_hot: expected integer class indices, got dtype {t.dtype}")
+    if num_classes == -1:
+        if t.size == 0:
+            raise RuntimeError("one_hot: cannot infer num_classes of an empty tensor")
+        num_classes = int(t.max()) + 1
+    if t.size and (t.min() < 0 or t.max() >= num_classes):
+        raise RuntimeError(f"one_hot: class values must be in [0, {num_classes}), got "
+                           f"[{int(t.min())}, {int(t.max())}]")
+    return Tensor._from_array((t[..., None] == np.arange(num_classes)).astype(np.int64))
+
+
+def leaky_relu(x: Any, negative_slope: float = 0.01) -> Tensor:
+    """x where x > 0, else negative_slope * x."""
+    x = as_tensor(x)
+    return E.where(x.data > 0, x, x * negative_slope)
+
+
+def elu(x: Any, alpha: float = 1.0) -> Tensor:
+    """x where x > 0, else alpha * (exp(x) - 1)."""
+    x = as_tensor(x)
+    negative = E.where(x.data > 0, x * 0.0, x)  # exp of the negative part only: no overflow
+    return E.where(x.data > 0, x, (negative.exp() - 1.0) * alpha)
+
+
+def gelu(x: Any, approximate: str = "none") -> Tensor:
+    """x * Phi(x) (Phi the standard normal CDF); ``approximate="tanh"`` uses
+    0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x**3)))."""
+    x = as_tensor(x)
+    if approximate == "tanh":
+        inner = (x + x * x * x * 0.044715) * float(np.sqrt(2.0 / np.pi))
+        return x * 0.5 * (inner.tanh() + 1.0)
+    if approximate != "none":
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return x * 0.5 * (E.erf(x * float(1.0 / np.sqrt(2.0))) + 1.0)
+
+
+def silu(x: Any) -> Tensor:
+    """x * sigmoid(x)."""
+    x = as_tensor(x)
+    return x * x.sigmoid()
+
+
+def _adaptive_bins(size: int, out: int, dtype: np.dtype) -> np.ndarray:
+    """(out, size) averaging matrix: bin i covers floor(i*size/out) .. ceil((i+1)*size/out)."""
+    matrix = np.zeros((out, size), dtype=dtype)
+    for i in range(out):
+        start, end = (i * size) // out, -(-((i + 1) * size) // out)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
+
+
+def adaptive_avg_pool2d(x: Any, output_size: Any) -> Tensor:
+    """Average over bins that split H and W into ``output_size`` (an int or a pair; None
+    keeps that size): x (N, C, H, W) -> (N, C, out_h, out_w)."""
+    x = as_tensor(x)
+    _require_4d("adaptive_avg_pool2d", x)
+    sizes = output_size if isinstance(output_size, (tuple, list)) else (output_size,) * 2
+    out_h, out_w = (x.shape[2 + i] if s is None else int(s) for i, s in enumerate(sizes))
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"adaptive_avg_pool2d: output_size must be positive, got "
+                         f"{output_size}")
+    rows = Tensor._from_array(_adaptive_bins(x.shape[2], out_h, x.dtype))
+    cols = Tensor._from_array(_adaptive_bins(x.shape[3], out_w, x.dtype).T.copy())
+    return linalg.matmul(linalg.matmul(rows, x), cols)
+
+
+def binary_cross_entropy_with_logits(input: Any, target: Any, weight: Any = None,  # noqa: A002
+                                     reduction: str = "mean", pos_weight: Any = None
+                                     ) -> Tensor:
+    """-(y log sigmoid(x) + (1 - y) log(1 - sigmoid(x))) computed stably from logits x;
+    same shapes. ``weight`` scales each element."""
+    input = as_tensor(input)
+    target = _like(target, input)
+    _check_reduction("binary_cross_entropy_with_logits", reduction)
+    if pos_weight is not None:
+        raise NotImplementedError("binary_cross_entropy_with_logits: pos_weight is not "
+                                  "supported")
+    if input.shape != target.shape:
+        raise ValueError(f"binary_cross_entropy_with_logits: target size {target.shape} must "
+                         f"be the same as input size {input.shape}")
+    per_element = loss.BinaryCrossEntropyWithLogits().apply(input, target)
+    if weight is not None:
+        per_element = per_element * _like(weight, input)
+    if reduction == "none":
+        return per_element
+    return per_element.sum() if reduction == "sum" else per_element.mean()

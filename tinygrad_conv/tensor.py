@@ -40,7 +40,7 @@ class Tensor:
 
     # slots: a step makes dozens of tensors, and compact ones are cheaper to make and reach;
     # __dict__ keeps arbitrary attributes working, __weakref__ lets ops point at outputs
-    __slots__ = ("data", "grad", "op", "_hooks", "_retains_grad", "requires_grad",
+    __slots__ = ("data", "grad", "op", "_hooks", "_retains_grad", "requires_grad", "_version",
                  "__dict__", "__weakref__")
     __array_ufunc__ = None  # make `ndarray + Tensor` call Tensor.__radd__
     __hash__ = object.__hash__  # __eq__ is elementwise, so hash by identity
@@ -52,6 +52,7 @@ class Tensor:
         self._hooks: Sequence[Callable] = ()  # a list once a hook is registered
         self._retains_grad = False
         self.requires_grad = False
+        self._version = 0  # counts in-place changes; ops remember it for their backward
         if requires_grad:
             self.requires_grad_(True)
 
@@ -61,6 +62,7 @@ class Tensor:
         t = cls.__new__(cls)
         t.data, t.grad, t.op, t._hooks, t._retains_grad = arr, None, None, (), False
         t.requires_grad = requires_grad
+        t._version = 0
         return t
 
     # ---- attributes -------------------------------------------------------------------
@@ -69,7 +71,36 @@ class Tensor:
     shape = property(operator.attrgetter("data.shape"), doc="The array's shape (a tuple).")
     ndim = property(operator.attrgetter("data.ndim"), doc="The number of dimensions.")
     dtype = property(operator.attrgetter("data.dtype"), doc="The array's NumPy dtype.")
-    size = property(operator.attrgetter("data.size"), doc="The number of elements.")
+
+    def size(self, dim: int | None = None) -> Any:
+        """The shape (a tuple), or with ``dim`` the size of that dimension (as PyTorch)."""
+        if dim is None:
+            return self.data.shape
+        return self.data.shape[_check_dim("size", self, dim)]
+
+    def dim(self) -> int:
+        """The number of dimensions (same as ``ndim``)."""
+        return self.data.ndim
+
+    def numel(self) -> int:
+        """The number of elements."""
+        return self.data.size
+
+    nelement = numel
+
+    @property
+    def device(self) -> Any:
+        """Always the CPU: ``device("cpu")``."""
+        return CPU
+
+    @property
+    def grad_fn(self) -> engine.Op | None:
+        """The op that made this tensor (its ``.name`` says which), None for a leaf."""
+        return self.op
+
+    @property
+    def _version_counter(self) -> int:
+        return self._version
 
     @property
     def parents(self) -> tuple[Tensor, ...]:
@@ -94,14 +125,41 @@ class Tensor:
 
     def item(self) -> float | int | bool:
         """The value of a one-element tensor as a Python number."""
-        if self.size != 1:
-            raise ValueError(
+        if self.data.size != 1:
+            raise RuntimeError(
                 f"item(): only one-element tensors convert, this one has shape {self.shape}"
             )
         return self.data.item()
 
     def tolist(self) -> Any:
+        """The values as (nested) Python lists of numbers; a number for a 0-d tensor."""
         return self.data.tolist()
+
+    def __float__(self) -> float:
+        return float(self._scalar())
+
+    def __int__(self) -> int:
+        return int(self._scalar())
+
+    def _scalar(self) -> Any:
+        if self.data.size != 1:
+            raise ValueError(f"only one element tensors can be converted to Python scalars; "
+                             f"this one has shape {self.shape}")
+        return self.data.item()
+
+    def __index__(self) -> int:
+        if self.dtype.kind not in "iub":
+            raise TypeError(f"only integer tensors of a single element can be used as an index, "
+                            f"this one is {self.dtype} of shape {self.shape}")
+        return int(self.item())
+
+    def __format__(self, spec: str) -> str:
+        if self.ndim == 0:
+            return format(self.item(), spec)
+        if spec:
+            raise TypeError(f"unsupported format string {spec!r} for a tensor of shape "
+                            f"{self.shape}; format its .tolist() or one element")
+        return str(self)
 
     def __repr__(self) -> str:
         body = np.array2string(self.data, separator=", ", prefix="tensor(")
@@ -115,9 +173,9 @@ class Tensor:
         return f"tensor({body}{extra})"
 
     def __bool__(self) -> bool:
-        if self.size != 1:
-            raise ValueError(
-                f"the truth value of a tensor with {self.size} elements is ambiguous; "
+        if self.data.size != 1:
+            raise RuntimeError(
+                f"the truth value of a tensor with {self.data.size} elements is ambiguous; "
                 "use .any() or .all() on t.numpy()"
             )
         return bool(self.data)
@@ -139,7 +197,7 @@ class Tensor:
                 "inputs with requires_grad=True (and do not compute it under no_grad)"
             )
         if grad is None:
-            if self.size != 1:
+            if self.data.size != 1:
                 raise RuntimeError(
                     f"backward: grad can be implied only for a one-element tensor, but this one "
                     f"has shape {self.shape}; pass grad= with that shape (or reduce it first, "
@@ -176,17 +234,19 @@ class Tensor:
             raise RuntimeError("retain_grad: this tensor does not require grad")
         self._retains_grad = True
 
-    def register_hook(self, fn: Callable[[Tensor], Tensor | None]) -> Callable[[], None]:
-        """Call ``fn(grad)`` when this tensor's grad is computed; a returned Tensor replaces it.
+    def register_hook(self, fn: Callable[[Tensor], Tensor | None]) -> RemovableHandle:
+        """Call ``fn(grad)`` when this tensor's grad is computed; a returned Tensor (of the
+        grad's shape) replaces it.
 
-        Returns a function that removes the hook.
+        Returns a handle: ``handle.remove()`` (or ``handle()``) removes the hook; twice is
+        harmless.
         """
         if not self.requires_grad:
             raise RuntimeError("register_hook: this tensor does not require grad")
         if not isinstance(self._hooks, list):  # the shared empty tuple every tensor starts with
             self._hooks = []
         self._hooks.append(fn)
-        return lambda: self._hooks.remove(fn)
+        return RemovableHandle(self._hooks, fn)
 
     # ---- operators (math in ops.elementwise / ops.linalg) ------------------------------
     def __add__(self, other: Any) -> Tensor:
@@ -212,6 +272,18 @@ class Tensor:
 
     def __rtruediv__(self, other: Any) -> Tensor:
         return E.div(other, self)
+
+    def __floordiv__(self, other: Any) -> Tensor:
+        return E.floor_divide(self, other)
+
+    def __rfloordiv__(self, other: Any) -> Tensor:
+        return E.floor_divide(other, self)
+
+    def __mod__(self, other: Any) -> Tensor:
+        return E.remainder(self, other)
+
+    def __rmod__(self, other: Any) -> Tensor:
+        return E.remainder(other, self)
 
     def __pow__(self, other: Any) -> Tensor:
         return E.pow(self, other)
@@ -274,7 +346,64 @@ class Tensor:
     def clip(self, lo: float | None = None, hi: float | None = None) -> Tensor:
         return E.clip(self, lo, hi)
 
-    clamp = clip
+    def clamp(self, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002
+        """Limit values to [min, max] (either may be None); gradient 1 inside, 0 outside."""
+        return E.clip(self, _number(min), _number(max))
+
+    def pow(self, exponent: Any) -> Tensor:
+        return E.pow(self, exponent)
+
+    def neg(self) -> Tensor:
+        return E.neg(self)
+
+    def square(self) -> Tensor:
+        return E.mul(self, self)
+
+    def softmax(self, dim: int) -> Tensor:
+        """exp(x) / sum(exp(x)) along ``dim``."""
+        return LS.softmax(self, dim)
+
+    def log_softmax(self, dim: int) -> Tensor:
+        """x - logsumexp(x) along ``dim``."""
+        return LS.log_softmax(self, dim)
+
+    def masked_fill(self, mask: Any, value: Any) -> Tensor:
+        """``value`` where the boolean ``mask`` (broadcast to this shape) is set, else self."""
+        return E.where(mask, E.full_like_value(self, value), self)
+
+    def where(self, condition: Any, other: Any) -> Tensor:
+        """self where ``condition`` is set, else ``other`` (as ``tc.where(condition, self,
+        other)``)."""
+        return E.where(condition, self, other)
+
+    def eq(self, other: Any) -> Tensor:
+        return self == other
+
+    def ne(self, other: Any) -> Tensor:
+        return self != other
+
+    def lt(self, other: Any) -> Tensor:
+        return self < other
+
+    def le(self, other: Any) -> Tensor:
+        return self <= other
+
+    def gt(self, other: Any) -> Tensor:
+        return self > other
+
+    def ge(self, other: Any) -> Tensor:
+        return self >= other
+
+    def equal(self, other: Any) -> bool:
+        """True when ``other`` has the same shape and values."""
+        other = as_tensor(other)
+        return self.shape == other.shape and bool(np.array_equal(self.data, other.data))
+
+    def any(self) -> Tensor:
+        return Tensor._from_array(np.any(self.data))
+
+    def all(self) -> Tensor:
+        return Tensor._from_array(np.all(self.data))
 
     def clone(self) -> Tensor:
         """A copy of the data that stays in the graph (gradient flows through unchanged)."""
@@ -290,6 +419,50 @@ class Tensor:
     def double(self) -> Tensor:
         return self.astype(np.float64)
 
+    def long(self) -> Tensor:
+        return self.astype(np.int64)
+
+    def int(self) -> Tensor:
+        return self.astype(np.int32)
+
+    def bool(self) -> Tensor:
+        return self.astype(np.bool_)
+
+    def to(self, *args: Any, dtype: Any = None, device: Any = None, copy: bool = False,
+           non_blocking: bool = False) -> Tensor:
+        """``to(dtype)``, ``to(device)``, ``to(device, dtype)`` or ``to(other_tensor)``.
+
+        The only device is the CPU; any other raises. Returns self when nothing changes.
+        """
+        for arg in args:
+            if isinstance(arg, Tensor):
+                dtype = arg.dtype
+            elif _is_device(arg):
+                device = arg
+            else:
+                dtype = arg
+        if device is not None:
+            _check_device(device)
+        out = self if dtype is None else self.astype(dtype)
+        return E.clone(out) if copy and out is self else out
+
+    def cpu(self) -> Tensor:
+        """Self: tensors live on the CPU."""
+        return self
+
+    def type(self, dtype: Any = None) -> Any:
+        """Without ``dtype``, PyTorch's type name (``"torch.FloatTensor"``); with it, a cast."""
+        if dtype is None:
+            return _TYPE_NAMES.get(self.dtype.name, f"torch.{self.dtype.name}")
+        return self.astype(dtype)
+
+    def type_as(self, other: Tensor) -> Tensor:
+        return self.astype(other.dtype)
+
+    def contiguous(self) -> Tensor:
+        """Self if its data is C-contiguous, else a contiguous copy (still in the graph)."""
+        return self if self.data.flags.c_contiguous else E.clone(self)
+
     # ---- reductions -------------------------------------------------------------------
     def sum(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None,
             keepdim: bool | None = None) -> Tensor:
@@ -299,20 +472,70 @@ class Tensor:
              keepdim: bool | None = None) -> Tensor:
         return R.mean(self, _axis(axis, dim), _keep(keepdims, keepdim))
 
-    def max(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None,
-            keepdim: bool | None = None) -> Tensor:
-        return R.amax(self, _axis(axis, dim), _keep(keepdims, keepdim))
+    def max(self, dim: Any = None, keepdim: bool = False, *, axis: Any = None,
+            keepdims: bool | None = None) -> Any:
+        """Without ``dim``, the largest value (0-d). With ``dim``, ``(values, indices)`` as a
+        named tuple; with a Tensor, the elementwise maximum (as ``torch.max``)."""
+        if isinstance(dim, Tensor):
+            return E.maximum(self, dim)
+        return R.max_with_indices(self, _axis(axis, dim), _keep(keepdim, keepdims), "max")
 
-    def min(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None,
-            keepdim: bool | None = None) -> Tensor:
-        return R.amin(self, _axis(axis, dim), _keep(keepdims, keepdim))
+    def min(self, dim: Any = None, keepdim: bool = False, *, axis: Any = None,
+            keepdims: bool | None = None) -> Any:
+        """As ``max``, for the smallest."""
+        if isinstance(dim, Tensor):
+            return E.minimum(self, dim)
+        return R.max_with_indices(self, _axis(axis, dim), _keep(keepdim, keepdims), "min")
 
-    def argmax(self, axis: int | None = None, *, dim: int | None = None) -> Tensor:
-        """Indices of the maxima (int64, no grad)."""
-        return Tensor._from_array(np.argmax(self.data, axis=_axis(axis, dim)))
+    def amax(self, dim: Any = None, keepdim: bool = False, *, axis: Any = None,
+             keepdims: bool | None = None) -> Tensor:
+        """Maximum over ``dim`` (an int, a tuple, or None for all); ties share the gradient."""
+        return R.amax(self, _axis(axis, dim), _keep(keepdim, keepdims))
 
-    def argmin(self, axis: int | None = None, *, dim: int | None = None) -> Tensor:
-        return Tensor._from_array(np.argmin(self.data, axis=_axis(axis, dim)))
+    def amin(self, dim: Any = None, keepdim: bool = False, *, axis: Any = None,
+             keepdims: bool | None = None) -> Tensor:
+        """Minimum over ``dim``; ties share the gradient."""
+        return R.amin(self, _axis(axis, dim), _keep(keepdim, keepdims))
+
+    def argmax(self, dim: int | None = None, keepdim: bool = False, *,
+               axis: int | None = None) -> Tensor:
+        """Indices of the maxima (int64, no grad); over the flattened tensor without dim."""
+        return R.arg_extreme(np.argmax, self, _axis(axis, dim), keepdim)
+
+    def argmin(self, dim: int | None = None, keepdim: bool = False, *,
+               axis: int | None = None) -> Tensor:
+        return R.arg_extreme(np.argmin, self, _axis(axis, dim), keepdim)
+
+    def sort(self, dim: int = -1, descending: bool = False, stable: bool = False) -> Any:
+        """``(values, indices)`` sorted along ``dim``; values keep the gradient."""
+        return R.sort(self, dim, descending)
+
+    def argsort(self, dim: int = -1, descending: bool = False, stable: bool = False) -> Tensor:
+        """The indices that sort along ``dim`` (int64)."""
+        return R.sort(self, dim, descending).indices
+
+    def topk(self, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> Any:  # noqa: A002
+        """``(values, indices)`` of the k largest (or smallest) along ``dim``."""
+        return R.topk(self, k, dim, largest)
+
+    def gather(self, dim: int, index: Any) -> Tensor:
+        """out[i][j] = self[index[i][j]][j] for dim 0 (and so on), as ``torch.gather``."""
+        return M.gather(self, dim, index)
+
+    def var(self, dim: Any = None, unbiased: bool | None = None, keepdim: bool = False, *,
+            correction: float | None = None) -> Tensor:
+        """Variance over ``dim``, divided by n - correction (correction 1 unless
+        ``unbiased=False`` or ``correction=`` says otherwise)."""
+        return R.var(self, dim, _correction(unbiased, correction), keepdim)
+
+    def std(self, dim: Any = None, unbiased: bool | None = None, keepdim: bool = False, *,
+            correction: float | None = None) -> Tensor:
+        """Standard deviation: ``var(...).sqrt()``."""
+        return E.sqrt(R.var(self, dim, _correction(unbiased, correction), keepdim))
+
+    def norm(self, p: Any = 2, dim: Any = None, keepdim: bool = False) -> Tensor:
+        """The p-norm (2, 1 or inf) over ``dim`` (all elements by default)."""
+        return R.norm(self, p, dim, keepdim)
 
     # ---- movement ---------------------------------------------------------------------
     def reshape(self, *shape: Any) -> Tensor:
@@ -368,6 +591,169 @@ class Tensor:
             self.shape[i - lead] if s == -1 else s for i, s in enumerate(shape)
         )
         return M.broadcast_to(self, full)
+
+    def expand_as(self, other: Tensor) -> Tensor:
+        return self.expand(other.shape)
+
+    def view_as(self, other: Tensor) -> Tensor:
+        return self.reshape(other.shape)
+
+    reshape_as = view_as
+
+    def t(self) -> Tensor:
+        """Transpose of a tensor of at most 2 dims (as ``torch.Tensor.t``)."""
+        if self.ndim > 2:
+            raise ValueError(f"t() expects a tensor with <= 2 dims, got shape {self.shape}; "
+                             "use .transpose(dim0, dim1) or .permute(...)")
+        return self if self.ndim < 2 else self.transpose(0, 1)
+
+    def repeat(self, *sizes: Any) -> Tensor:
+        """Tile the tensor ``sizes[i]`` times along dim i (as ``torch.Tensor.repeat``)."""
+        return M.repeat(self, _shape_arg(sizes))
+
+    def split(self, split_size_or_sections: Any, dim: int = 0) -> tuple[Tensor, ...]:
+        """Pieces of ``split_size`` along ``dim`` (the last may be smaller), or of the listed
+        sizes."""
+        return M.split(self, split_size_or_sections, dim)
+
+    def chunk(self, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
+        """``chunks`` pieces (fewer when the size does not allow) along ``dim``."""
+        n = self.shape[_check_dim("chunk", self, dim)]
+        return M.split(self, max(1, -(-n // chunks)), dim)
+
+    def unbind(self, dim: int = 0) -> tuple[Tensor, ...]:
+        """The slices along ``dim``, each without that dim."""
+        return tuple(piece.squeeze(dim) for piece in M.split(self, 1, dim))
+
+    # ---- in place (as PyTorch: same object and array; see ops.inplace) -----------------
+    def add_(self, other: Any, *, alpha: Any = 1) -> Tensor:
+        return I.update(self, _scaled(E.add, alpha), other)
+
+    def sub_(self, other: Any, *, alpha: Any = 1) -> Tensor:
+        return I.update(self, _scaled(E.sub, alpha), other)
+
+    def mul_(self, other: Any) -> Tensor:
+        return I.update(self, E.mul, other)
+
+    def div_(self, other: Any) -> Tensor:
+        return I.update(self, E.div, other)
+
+    def pow_(self, exponent: Any) -> Tensor:
+        return I.update(self, E.pow, exponent)
+
+    def clamp_(self, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002
+        return I.update(self, lambda a: a.clamp(min, max))
+
+    clip_ = clamp_
+
+    def masked_fill_(self, mask: Any, value: Any) -> Tensor:
+        return I.update(self, lambda a: a.masked_fill(mask, value))
+
+    def zero_(self) -> Tensor:
+        """Set every element to 0 in place; returns self."""
+        return I.fill(self, 0)
+
+    def fill_(self, value: Any) -> Tensor:
+        """Set every element to ``value`` in place; returns self."""
+        return I.fill(self, value)
+
+    def copy_(self, src: Any) -> Tensor:
+        """Copy ``src`` (broadcast and cast to this tensor) into it in place; returns self."""
+        return I.copy(self, src)
+
+    __iadd__ = add_
+    __isub__ = sub_
+    __imul__ = mul_
+    __itruediv__ = div_
+
+
+def _scaled(fn: Callable, alpha: Any) -> Callable:
+    """fn(a, alpha * b), or fn itself when alpha is 1."""
+    if isinstance(alpha, (int, float)) and alpha == 1:
+        return fn
+    return lambda a, b: fn(a, E.mul(b, alpha))
+
+
+def _number(value: Any) -> Any:
+    return value.item() if isinstance(value, Tensor) else value
+
+
+def _correction(unbiased: bool | None, correction: float | None) -> float:
+    if correction is not None:
+        return correction
+    return 0.0 if unbiased is False else 1.0
+
+
+def _check_dim(name: str, t: Tensor, dim: int) -> int:
+    n = max(t.ndim, 1)
+    if not isinstance(dim, (int, np.integer)) or not -n <= dim < n:
+        raise IndexError(f"{name}: dim {dim!r} is out of range for a tensor of shape {t.shape} "
+                         f"(expected an int in [{-n}, {n - 1}])")
+    return int(dim) % n
+
+
+class device:  # noqa: N801 (PyTorch's name)
+    """A device; the only one is ``device("cpu")``."""
+
+    def __init__(self, kind: Any = "cpu") -> None:
+        kind = str(kind)
+        _check_device(kind)
+        self.type = "cpu"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, (device, str)) and str(other) == "cpu"
+
+    def __hash__(self) -> int:
+        return hash("cpu")
+
+    def __str__(self) -> str:
+        return "cpu"
+
+    def __repr__(self) -> str:
+        return "device(type='cpu')"
+
+
+def _is_device(arg: Any) -> bool:
+    return isinstance(arg, device) or (isinstance(arg, str) and arg.split(":")[0] in _DEVICES)
+
+
+_DEVICES = ("cpu", "cuda", "mps", "xpu", "meta")
+
+
+def _check_device(kind: Any) -> None:
+    if str(kind).split(":")[0] != "cpu":
+        raise RuntimeError(f"device {str(kind)!r} is not available: tinygrad_conv runs on the "
+                           "CPU only; use 'cpu'")
+
+
+CPU = device("cpu")
+
+_TYPE_NAMES = {"float32": "torch.FloatTensor", "float64": "torch.DoubleTensor",
+               "float16": "torch.HalfTensor", "int64": "torch.LongTensor",
+               "int32": "torch.IntTensor", "int16": "torch.ShortTensor",
+               "int8": "torch.CharTensor", "uint8": "torch.ByteTensor",
+               "bool": "torch.BoolTensor"}
+
+
+class RemovableHandle:
+    """What ``register_hook`` returns: ``remove()`` (or calling it) takes the hook out;
+    removing twice is harmless."""
+
+    def __init__(self, hooks: list, fn: Callable) -> None:
+        self._hooks, self._fn = hooks, fn
+
+    def remove(self) -> None:
+        if self._hooks is not None and self._fn in self._hooks:
+            self._hooks.remove(self._fn)
+        self._hooks = None
+
+    __call__ = remove
+
+    def __enter__(self) -> RemovableHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
 
 
 def _axis(axis: Any, dim: Any) -> Any:
@@ -482,6 +868,8 @@ def stack(tensors: Sequence[Tensor], axis: int = 0, *, dim: int | None = None) -
 engine.bind_tensor_class(Tensor)
 
 from .ops import elementwise as E  # noqa: E402  (ops import Tensor from this module)
+from .ops import inplace as I  # noqa: E402
 from .ops import linalg as L  # noqa: E402
+from .ops import loss as LS  # noqa: E402
 from .ops import movement as M  # noqa: E402
 from .ops import reduce as R  # noqa: E402

@@ -5,7 +5,22 @@
 """
 
 from .. import functional
-from . import init
+from . import init, utils
+from .extra import (
+    ELU,
+    GELU,
+    AdaptiveAvgPool2d,
+    BCEWithLogitsLoss,
+    Dropout2d,
+    Identity,
+    LeakyReLU,
+    LogSoftmax,
+    ModuleDict,
+    ModuleList,
+    NLLLoss,
+    SiLU,
+    Softmax,
+)
 from .layers import (
     AvgPool2d,
     Conv2d,
@@ -24,6 +39,8 @@ from .normalization import BatchNorm1d, BatchNorm2d
 
 __all__ = [
     "Module", "Parameter", "Sequential", "IncompatibleKeys", "Conv2d", "Linear", "ReLU",
-    "Sigmoid", "Tanh", "MaxPool2d", "AvgPool2d", "Flatten", "Dropout", "BatchNorm1d", "BatchNorm2d",
-    "CrossEntropyLoss", "MSELoss", "init", "functional",
+    "Sigmoid", "Tanh", "MaxPool2d", "AvgPool2d", "Flatten", "Dropout", "BatchNorm1d",
+    "BatchNorm2d", "CrossEntropyLoss", "MSELoss", "init", "functional", "utils", "Identity",
+    "ModuleList", "ModuleDict", "LeakyReLU", "ELU", "GELU", "SiLU", "Softmax", "LogSoftmax",
+    "AdaptiveAvgPool2d", "Dropout2d", "NLLLoss", "BCEWithLogitsLoss",
 ]

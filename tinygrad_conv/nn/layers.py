@@ -157,14 +157,16 @@ class Tanh(Module):
 
 class _Pool2d(Module):
     def __init__(self, kernel_size: IntPair, stride: IntPair | None = None,
-                 padding: IntPair = 0) -> None:
+                 padding: IntPair = 0, ceil_mode: bool = False) -> None:
         super().__init__()
         self.kernel_size = kernel_size
         self.stride = kernel_size if stride is None else stride
         self.padding = padding
+        self.ceil_mode = ceil_mode
 
     def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        s = f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        return s + (", ceil_mode=True" if self.ceil_mode else "")
 
     def _checked(self, x: Any) -> Tensor:
         x = as_tensor(x)
@@ -177,11 +179,16 @@ class MaxPool2d(_Pool2d):
     """Max over windows: (N, C, H, W) -> (N, C, H', W'); stride defaults to kernel_size."""
 
     def forward(self, x: Any) -> Tensor:
-        return F.max_pool2d(self._checked(x), self.kernel_size, self.stride, self.padding)
+        return F.max_pool2d(self._checked(x), self.kernel_size, self.stride, self.padding,
+                            self.ceil_mode)
 
 
 class AvgPool2d(_Pool2d):
     """Mean over windows (zero padding counts): (N, C, H, W) -> (N, C, H', W')."""
+
+    def __init__(self, kernel_size: IntPair, stride: IntPair | None = None,
+                 padding: IntPair = 0) -> None:
+        super().__init__(kernel_size, stride, padding)
 
     def forward(self, x: Any) -> Tensor:
         return F.avg_pool2d(self._checked(x), self.kernel_size, self.stride, self.padding)
@@ -219,14 +226,20 @@ class Dropout(Module):
 
 
 class CrossEntropyLoss(Module):
-    """``F.cross_entropy``: logits (N, K) and integer targets (N,) -> scalar (or (N,))."""
+    """``F.cross_entropy``: logits (N, K) and integer targets (N,) or class probabilities
+    (N, K) -> scalar (or (N,) with ``reduction="none"``)."""
 
-    def __init__(self, reduction: str = "mean") -> None:
+    def __init__(self, weight: Any = None, ignore_index: int = -100, reduction: str = "mean",
+                 label_smoothing: float = 0.0) -> None:
         super().__init__()
-        self.reduction = reduction
+        if isinstance(weight, str):  # the older CrossEntropyLoss("sum")
+            weight, reduction = None, weight
+        self.weight, self.ignore_index = weight, ignore_index
+        self.reduction, self.label_smoothing = reduction, label_smoothing
 
     def forward(self, input: Any, target: Any) -> Tensor:  # noqa: A002
-        return F.cross_entropy(input, target, self.reduction)
+        return F.cross_entropy(input, target, self.weight, self.ignore_index, self.reduction,
+                               self.label_smoothing)
 
 
 class MSELoss(Module):

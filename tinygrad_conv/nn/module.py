@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .. import engine
-from ..tensor import Tensor, clear_grads
+from ..tensor import Tensor, _check_device, _is_device, clear_grads
 
 
 class Parameter(Tensor):
@@ -152,6 +152,47 @@ class Module:
     def eval(self) -> Module:
         """``train(False)``: dropout off, batch norm uses its running statistics."""
         return self.train(False)
+
+    def to(self, *args: Any, dtype: Any = None, device: Any = None) -> Module:
+        """Cast floating parameters and buffers to ``dtype`` in place (the same Parameter
+        objects); a device other than the CPU raises. Returns self (as PyTorch's)."""
+        for arg in args:
+            if isinstance(arg, Tensor):
+                dtype = arg.dtype
+            elif _is_device(arg):
+                device = arg
+            else:
+                dtype = arg
+        if device is not None:
+            _check_device(device)
+        if dtype is not None:
+            dtype = np.dtype(dtype)
+            if dtype.kind != "f":
+                raise TypeError(f"Module.to: only floating dtypes are allowed, got {dtype}")
+            for t in (*self.parameters(), *self.buffers()):
+                if t.dtype.kind == "f" and t.dtype != dtype:
+                    t.data = t.data.astype(dtype)
+                    if t.grad is not None:
+                        t.grad = Tensor._from_array(t.grad.data.astype(dtype))
+        return self
+
+    def cpu(self) -> Module:
+        """Self: modules live on the CPU."""
+        return self
+
+    def float(self) -> Module:
+        """Floating parameters and buffers to float32; returns self."""
+        return self.to(np.float32)
+
+    def double(self) -> Module:
+        """Floating parameters and buffers to float64; returns self."""
+        return self.to(np.float64)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Module:
+        """Turn gradient tracking of every parameter on or off (freezing); returns self."""
+        for p in self.parameters():
+            p.requires_grad_(requires_grad)
+        return self
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear every parameter's ``.grad`` (to None, PyTorch 2's default, or to zeros)."""

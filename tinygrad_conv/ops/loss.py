@@ -1,4 +1,4 @@
-"""Softmax, log-softmax and the losses built on them; dropout."""
+"""Softmax, log-softmax and the losses built on them."""
 
 from __future__ import annotations
 
@@ -79,15 +79,32 @@ class NLLLoss(Op):
         return (Mul().apply(g, Tensor._from_array(self.weights)),)
 
 
-@register("dropout")
-class Dropout(Op):
-    def forward(self, x):
-        from ..rng import generator
+def _axis_of(name: str, x: Tensor, dim: int) -> int:
+    if not isinstance(dim, (int, np.integer)) or not -max(x.ndim, 1) <= dim < max(x.ndim, 1):
+        raise IndexError(f"{name}: dim {dim!r} is out of range for a tensor of shape {x.shape}")
+    return int(dim) % max(x.ndim, 1)
 
-        p = self.attrs["p"]
-        keep = generator().random(x.shape, dtype=np.float32) >= p
-        self.scale_mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
-        return x * self.scale_mask
+
+def softmax(x: Tensor, dim: int) -> Tensor:
+    """exp(x) / sum(exp(x)) along ``dim``."""
+    return Softmax(axis=_axis_of("softmax", x, dim)).apply(x)
+
+
+def log_softmax(x: Tensor, dim: int) -> Tensor:
+    """x - logsumexp(x) along ``dim``."""
+    return LogSoftmax(axis=_axis_of("log_softmax", x, dim)).apply(x)
+
+
+@register("binary_cross_entropy_with_logits")
+class BinaryCrossEntropyWithLogits(Op):
+    """max(x, 0) - x * y + log(1 + exp(-|x|)) elementwise, for logits x and targets y
+    (never overflows); d/dx = sigmoid(x) - y, d/dy = -x."""
+
+    def forward(self, x, y):
+        return np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x)))
 
     def backward(self, g):
-        return (g * Tensor._from_array(self.scale_mask),)
+        x, y = self.inputs
+        gx = g * (x.sigmoid() - y) if self.needs_grad[0] else None
+        gy = -g * x if self.needs_grad[1] else None
+        return gx, gy

@@ -214,3 +214,67 @@ def cat(tensors: Sequence[Any], axis: int = 0) -> Tensor:
                 f"cat: shapes {[x.shape for x in tensors]} differ outside axis {axis}"
             )
     return Cat(axis=axis).apply(*tensors)
+
+
+def _along_index(index: np.ndarray, axis: int) -> tuple[np.ndarray, ...]:
+    """The fancy index that picks ``a[..., index[i, j, ...], ...]`` along ``axis`` (the
+    index tuple of ``np.take_along_axis``)."""
+    grids = np.ix_(*[np.arange(n) for n in index.shape]) if index.ndim else ()
+    return tuple(index if i == axis else g for i, g in enumerate(grids))
+
+
+def gather(a: Tensor, dim: int, index: Any) -> Tensor:
+    """out[i, j] = a[index[i, j], j] for dim 0 (and so on): ``torch.gather``; differentiable
+    in ``a`` (repeated indices accumulate)."""
+    idx = index.data if isinstance(index, Tensor) else np.asarray(index)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"gather: index must hold integers, got dtype {idx.dtype}")
+    if idx.ndim != a.ndim:
+        raise ValueError(f"gather: index has {idx.ndim} dims, the input {a.ndim}; they must "
+                         "match")
+    axis = dim % max(a.ndim, 1)
+    for d, (n_idx, n_a) in enumerate(zip(idx.shape, a.shape)):
+        if d != axis and n_idx > n_a:
+            raise ValueError(f"gather: index shape {idx.shape} is larger than the input "
+                             f"{a.shape} in dim {d}")
+    if idx.size and (idx.min() < -a.shape[axis] or idx.max() >= a.shape[axis]):
+        raise IndexError(f"gather: index out of range for size {a.shape[axis]} in dim {axis}")
+    if a.ndim == 0:
+        return a
+    return GetItem(index=_along_index(idx % a.shape[axis] if idx.size else idx, axis)).apply(a)
+
+
+def repeat(a: Tensor, sizes: Sequence[int]) -> Tensor:
+    """Tile ``a`` sizes[i] times along dim i (leading sizes add dims), as ``Tensor.repeat``:
+    a broadcast into a new axis before each dim, then a reshape (differentiable)."""
+    sizes = tuple(int(s) for s in sizes)
+    if len(sizes) < a.ndim:
+        raise ValueError(f"repeat: got {len(sizes)} sizes for a tensor of {a.ndim} dims; pass "
+                         "at least one per dim")
+    shape = (1,) * (len(sizes) - a.ndim) + a.shape
+    interleaved = tuple(x for n in shape for x in (1, n))
+    tiled = tuple(x for r, n in zip(sizes, shape) for x in (r, n))
+    out = broadcast_to(reshape(a, interleaved), tiled)
+    return reshape(out, tuple(r * n for r, n in zip(sizes, shape)))
+
+
+def split(a: Tensor, split_size_or_sections: Any, dim: int = 0) -> tuple[Tensor, ...]:
+    """Pieces along ``dim``: of ``split_size`` each (the last may be smaller) or of the
+    listed sizes (which must add up to the dim's size)."""
+    axis = dim % max(a.ndim, 1)
+    n = a.shape[axis]
+    if isinstance(split_size_or_sections, (int, np.integer)):
+        step = int(split_size_or_sections)
+        if step <= 0:
+            raise ValueError(f"split: split_size must be positive, got {step}")
+        sizes = [min(step, n - start) for start in range(0, n, step)] or [0]
+    else:
+        sizes = [int(s) for s in split_size_or_sections]
+        if sum(sizes) != n:
+            raise ValueError(f"split: sizes {sizes} add up to {sum(sizes)}, but dim {dim} has "
+                             f"size {n}")
+    pieces, start = [], 0
+    for size in sizes:
+        pieces.append(getitem(a, (slice(None),) * axis + (slice(start, start + size),)))
+        start += size
+    return tuple(pieces)

@@ -75,6 +75,7 @@ class Optimizer:
                     continue
                 grad = p.grad.data.astype(p.data.dtype, copy=False)
                 self._update(p.data, grad, self.state.setdefault(p, {}), group)
+                p._version += 1  # an in-place change: graphs that saved p see it
         return loss
 
     def _update(self, param: np.ndarray, grad: np.ndarray, state: dict[str, Any],

@@ -322,7 +322,7 @@ def _leaf_labels(leaves: list[Tensor], names: dict[int, str], show_shapes: bool,
 
 def _constant_text(t: Tensor) -> str:
     """A one-element constant's value, e.g. ``"0.5"``."""
-    if t.size != 1:
+    if t.numel() != 1:
         return "constant"
     return _format_value(t.data.reshape(-1)[0]) or "constant"
 
@@ -332,7 +332,7 @@ def _leaf_kind(t: Tensor, names: dict[int, str]) -> str:
     leaf without grad and without a name; everything else is an input."""
     if type(t).__name__ == "Parameter" or (id(t) in names and t.requires_grad):
         return PARAM
-    if not t.requires_grad and t.size <= 1 and id(t) not in names:
+    if not t.requires_grad and t.numel() <= 1 and id(t) not in names:
         return CONST
     return INPUT
 
@@ -341,7 +341,7 @@ def _output_name(out: Tensor, i: int, outputs: list[Tensor], scopes: _Scopes) ->
     """``loss`` for a one-element tensor made by a loss op or inside a ``*Loss`` module."""
     op = out.op
     in_loss_module = bool(op.scope) and type(op.scope[-1]).__name__.endswith("Loss")
-    if out.size == 1 and (op.name in _LOSS_OPS or in_loss_module):
+    if out.numel() == 1 and (op.name in _LOSS_OPS or in_loss_module):
         return "loss"
     return "output" if len(outputs) == 1 else f"output{i}"
 
