@@ -77,11 +77,22 @@ def conv2d(x: Any, weight: Any, bias: Any = None, stride: IntPair = 1, padding: 
         _pair("conv2d", "dilation", dilation), groups,
     )
     inputs = (x, weight) if bias is None else (x, weight, bias)
+    if x.numel() == 0 or weight.numel() == 0:
+        return _empty_conv2d(inputs, window)
     return conv_ops.Conv2d(window).apply(*inputs)
+
+
+def _empty_conv2d(inputs: tuple[Tensor, ...], window: Window) -> Tensor:
+    """conv2d of a zero-size input or weight: bias alone (zero gradients for x and weight)."""
+    x, weight, *bias = inputs
+    out = Tensor(np.zeros(window.out_shape, dtype=x.dtype)) + (x.sum() + weight.sum()) * 0
+    return out + bias[0].reshape(-1, 1, 1) if bias else out
 
 
 def _pool_window(name: str, x: Tensor, kernel_size: IntPair, stride: IntPair | None,
                  padding: IntPair) -> Window:
+    if x.ndim == 4 and 0 in x.shape[2:]:  # every window would hold padding only
+        raise ValueError(f"{name}: input of shape {x.shape} has no pixels; H and W must be >= 1")
     kernel = _pair(name, "kernel_size", kernel_size)
     stride = None if stride is None else _pair(name, "stride", stride)
     return pool.check_pool_args(name, x, kernel, stride, _pair(name, "padding", padding))
@@ -121,6 +132,9 @@ def linear(x: Any, weight: Any, bias: Any = None) -> Tensor:
             f"linear: input of shape {x.shape} needs last dim {weight.shape[-1]} to match "
             f"weight of shape {weight.shape} (out_features, in_features)"
         )
+    if x.size == 0 or weight.size == 0:  # zero-size: the same sum, without the matmul kernel
+        out = (x.unsqueeze(-2) * weight).sum(-1)
+        return out if bias is None else out + _like(bias, x)
     if bias is None:
         return linalg.Linear().apply(x, weight)
     bias = _like(bias, x)
@@ -157,6 +171,8 @@ def softmax(x: Any, axis: int = -1, *, dim: int | None = None) -> Tensor:
     axis = _check_axis("softmax", x, axis if dim is None else dim)
     if x.ndim == 0:  # as PyTorch: the softmax of one number is 1
         return softmax(x.reshape(1), 0).reshape(())
+    if x.size == 0:
+        return x * 0
     return loss.Softmax(axis=axis).apply(x)
 
 
@@ -166,6 +182,8 @@ def log_softmax(x: Any, axis: int = -1, *, dim: int | None = None) -> Tensor:
     axis = _check_axis("log_softmax", x, axis if dim is None else dim)
     if x.ndim == 0:
         return log_softmax(x.reshape(1), 0).reshape(())
+    if x.size == 0:
+        return x * 0
     return loss.LogSoftmax(axis=axis).apply(x)
 
 
@@ -292,6 +310,8 @@ def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Tensor:  # noq
         raise ValueError(f"mse_loss: input {input.shape} and target {target.shape} must match")
     diff = input - target
     sq = diff * diff
+    if reduction == "mean" and sq.size == 0:  # the mean of nothing is NaN (no NumPy warning)
+        return sq.sum() * float("nan")
     return sq.mean() if reduction == "mean" else sq.sum() if reduction == "sum" else sq
 
 

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 import numpy as np
+from numpy.lib import format as npy_format
 
 from .safetensors_io import is_safetensors_path, load_safetensors, save_safetensors
 from .tensor import Tensor
@@ -258,7 +259,7 @@ def _member_reader(path: str, z: zipfile.ZipFile) -> Callable[[str], np.ndarray]
 
 
 def _read_npy(path: str, name: str, f: IO[bytes], member_size: int) -> np.ndarray:
-    fmt = np.lib.format
+    fmt = npy_format
     version = fmt.read_magic(f)
     readers = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
     if version not in readers:

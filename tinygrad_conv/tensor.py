@@ -6,6 +6,7 @@ lives in ``tinygrad_conv.ops``; graph recording and the backward walk live in ``
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -550,6 +551,8 @@ class Tensor:
         """Swap two axes (as ``torch.transpose``)."""
         axes = list(range(self.ndim))
         dim0, dim1 = _dim(dim0, self.ndim), _dim(dim1, self.ndim)
+        if not axes:  # a 0-d tensor: dims 0 and -1 name it, and swapping them changes nothing
+            return M.reshape(self, ())
         axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
         return M.permute(self, tuple(axes))
 
@@ -558,14 +561,15 @@ class Tensor:
         return M.permute(self, tuple(reversed(range(self.ndim))))
 
     def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+        start, end = _dim(start_dim, self.ndim), _dim(end_dim, self.ndim)
         if self.ndim == 0:
             return self.reshape(1)
-        start, end = _dim(start_dim, self.ndim), _dim(end_dim, self.ndim)
         if start > end:
             raise IndexError(f"flatten() has invalid args: start_dim {start_dim} cannot come "
                              f"after end_dim {end_dim} (of a {self.ndim}-D tensor)")
-        shape = self.shape[:start] + (-1,) + self.shape[end + 1:]
-        return M.reshape(self, shape)
+        # -1 (the graph shows it) unless the tensor is empty: then -1 cannot be inferred
+        merged = math.prod(self.shape[start:end + 1]) if self.data.size == 0 else -1
+        return M.reshape(self, self.shape[:start] + (merged,) + self.shape[end + 1:])
 
     def squeeze(self, dim: int | None = None, *, axis: int | None = None) -> Tensor:
         dim = _axis(axis, dim)
