@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,11 +23,18 @@ def _outputs(cell) -> list:
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("dot") is None, reason="the graph cell needs Graphviz's dot")
-def test_tour_notebook_runs_and_shows_its_pictures(tmp_path, monkeypatch):
+def test_tour_notebook_runs_and_shows_its_pictures(tmp_path, tmp_path_factory, monkeypatch):
     monkeypatch.setenv("TINYGRAD_CONV_DATA", str(require_mnist()))
+    # a kernel of this very interpreter (the venv CI made), whatever other kernels are installed
+    jupyter = tmp_path_factory.mktemp("jupyter")
+    spec = jupyter / "kernels" / "tinygrad-conv-tests"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "tinygrad_conv tests", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(jupyter))
     nb = nbformat.read(TOUR, as_version=4)
-    # "python3" is the interpreter running the tests (jupyter_client substitutes it)
-    client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
+    client = nbclient.NotebookClient(nb, timeout=900, kernel_name="tinygrad-conv-tests",
                                      resources={"metadata": {"path": str(tmp_path)}})
     client.execute()  # raises CellExecutionError on the first cell that fails
     code = [c for c in nb.cells if c.cell_type == "code"]
