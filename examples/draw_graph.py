@@ -1,7 +1,7 @@
 """Draw the computation graph of one training step of the reference CNN.
 
-    python examples/draw_graph.py                       # reference_cnn_graph.svg and .dot
-    python examples/draw_graph.py --modules --format png --out layers
+    python examples/draw_graph.py                        # runs/graph/reference_cnn_graph.svg, .dot
+    python examples/draw_graph.py --modules --format png --out-dir /tmp/pictures --name layers
 
 The DOT text needs nothing but this library; the picture needs Graphviz's `dot` program
 (sudo apt-get install graphviz, brew install graphviz, or conda install -c conda-forge graphviz).
@@ -24,7 +24,9 @@ from tinygrad_conv.models import reference_cnn
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="reference_cnn_graph",
+    parser.add_argument("--out-dir", default="runs/graph", type=Path,
+                        help="folder to write into, made if missing (default runs/graph)")
+    parser.add_argument("--name", default="reference_cnn_graph",
                         help="file name without extension (default reference_cnn_graph)")
     parser.add_argument("--format", default="svg", choices=["svg", "png", "pdf"])
     parser.add_argument("--modules", action="store_true", help="one node per layer")
@@ -45,13 +47,15 @@ def main(argv: list[str] | None = None) -> int:
         show_grad_norm=True,                    # the L2 norm of each parameter's .grad
     )
 
-    dot_path = Path(f"{args.out}.dot")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    stem = args.out_dir / args.name
+    dot_path = stem.with_suffix(".dot")
     dot_path.write_text(viz.to_dot(loss, **options))  # plain text, no Graphviz needed
     print(f"wrote {dot_path}")
 
     graph = viz.draw_graph(loss, **options)  # a graphviz.Digraph
     try:
-        picture = graph.render(outfile=f"{args.out}.{args.format}", cleanup=True)
+        picture = graph.render(outfile=stem.with_suffix(f".{args.format}"), cleanup=True)
     except viz.GraphvizNotFoundError as e:
         print(e, file=sys.stderr)
         return 1

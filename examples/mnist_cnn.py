@@ -1,8 +1,9 @@
 """Train a small CNN on MNIST: the whole loop in plain sight.
 
-    python examples/mnist_cnn.py --epochs 1 --limit-batches 100
+    python examples/mnist_cnn.py --epochs 1 --limit-batches 100 --data-dir ../shared/data/mnist
 
-Reads MNIST from $TINYGRAD_CONV_DATA (or downloads it to ~/.cache/tinygrad_conv/mnist).
+Reads MNIST from --data-dir, else $TINYGRAD_CONV_DATA, else ~/.cache/tinygrad_conv/mnist
+(downloading it there when missing).
 The same training, with checkpoints and resume, is `tinygrad-conv train`.
 """
 
@@ -17,11 +18,12 @@ from tinygrad_conv.data import MNIST, DataLoader
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--epochs", type=int, default=1, help="passes over the training set")
 parser.add_argument("--limit-batches", type=int, default=None, help="stop each epoch early")
+parser.add_argument("--data-dir", default=None, help="folder with the four MNIST files")
 args = parser.parse_args()
 
 tc.manual_seed(0)
-train_loader = DataLoader(MNIST(train=True), batch_size=64, shuffle=True)
-test_loader = DataLoader(MNIST(train=False), batch_size=500)
+train_loader = DataLoader(MNIST(args.data_dir, train=True), batch_size=64, shuffle=True)
+test_loader = DataLoader(MNIST(args.data_dir, train=False), batch_size=500)
 
 model = nn.Sequential(
     nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # (N, 32, 14, 14)

@@ -1,17 +1,33 @@
 """tc.save/tc.load of .safetensors files: the weights load into the PyTorch twin, and back."""
 
 import os
+import sys
 
 import numpy as np
 import pytest
 
 import tinygrad_conv as tc
 import tinygrad_conv.functional as F
-from tinygrad_conv import nn, optim
+from tinygrad_conv import nn, optim, safetensors_io
 from tinygrad_conv.cli import main
 from tinygrad_conv.models import reference_cnn
+from tinygrad_conv.safetensors_io import _NumpyFormat
 
-pytest.importorskip("safetensors")
+
+@pytest.fixture(params=["package", "numpy twin"])
+def backend(request, monkeypatch):
+    """Each test twice: through the safetensors package, and as if it were not installed."""
+    if request.param == "package":
+        pytest.importorskip("safetensors")
+    else:
+        monkeypatch.setattr(safetensors_io, "_package", lambda: _NumpyFormat)
+    return request.param
+
+
+def test_without_the_package_the_numpy_twin_is_used(monkeypatch):
+    monkeypatch.setitem(sys.modules, "safetensors", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "safetensors.numpy", None)
+    assert safetensors_io._package() is _NumpyFormat
 
 
 def _trained_briefly(seed=0, steps=5):
@@ -30,7 +46,7 @@ def _trained_briefly(seed=0, steps=5):
     return model
 
 
-def test_round_trip_keeps_every_array_exactly(tmp_path):
+def test_round_trip_keeps_every_array_exactly(tmp_path, backend):
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(2, 3))
     model(tc.randn(4, 1, 3, 3))  # moves the running statistics
     path = tmp_path / "m.safetensors"
@@ -43,7 +59,7 @@ def test_round_trip_keeps_every_array_exactly(tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p != "m.safetensors"]  # no temp file left
 
 
-def test_bad_objects_and_files_are_named(tmp_path):
+def test_bad_objects_and_files_are_named(tmp_path, backend):
     with pytest.raises(TypeError, match="flat dict"):
         tc.save([np.zeros(2)], tmp_path / "a.safetensors")
     with pytest.raises(TypeError, match="'x'.*dict"):
@@ -63,9 +79,13 @@ def _torch_reference_cnn(torch):
                         n.Linear(3136, 128), n.ReLU(), n.Linear(128, 10))
 
 
-def test_trained_here_loads_in_pytorch_and_back(tmp_path):
+def test_trained_here_loads_in_pytorch_and_back(tmp_path, backend):
     torch = pytest.importorskip("torch")
-    from safetensors.torch import load_file, save_file
+    pytest.importorskip("safetensors")  # PyTorch's side reads and writes with the package
+    import importlib
+
+    torch_io = importlib.import_module("safetensors.torch")
+    load_file, save_file = torch_io.load_file, torch_io.save_file
 
     model = _trained_briefly()
     path = tmp_path / "model.safetensors"
@@ -103,3 +123,26 @@ def test_export_command_writes_the_runs_model(tmp_path, capsys):
         np.testing.assert_array_equal(loaded[key], value)
     assert main(["export", "--run", str(tmp_path / "nowhere"), "--out", str(out)]) == 1
     assert "checkpoint" in capsys.readouterr().err
+
+
+def test_the_numpy_twin_and_the_package_read_each_other():
+    package = pytest.importorskip("safetensors.numpy")
+    arrays = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "n": np.array(7, np.int64),
+              "mask": np.array([True, False]), "h": np.ones(3, np.float16),
+              "d": np.linspace(0, 1, 4), "empty": np.zeros((0, 2), np.float32)}
+    for written, read in ((_NumpyFormat.save(arrays), package.load),
+                          (package.save(arrays), _NumpyFormat.load)):
+        loaded = read(written)
+        assert set(loaded) == set(arrays)
+        for key, value in arrays.items():
+            assert loaded[key].dtype == value.dtype and loaded[key].shape == value.shape
+            np.testing.assert_array_equal(loaded[key], value)
+
+
+def test_the_numpy_twin_refuses_a_header_that_does_not_fit():
+    good = _NumpyFormat.save({"w": np.zeros(4, np.float32)})
+    with pytest.raises(ValueError, match="header claims"):
+        _NumpyFormat.load(good[:20])
+    bad = good.replace(b"[0,16]", b"[0,99]")
+    with pytest.raises(ValueError, match="'w'.*byte offsets"):
+        _NumpyFormat.load(bad)

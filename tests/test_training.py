@@ -289,8 +289,9 @@ def test_no_matplotlib_prints_a_note(mnist_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     lines = []
     fit(tiny(mnist_dir, tmp_path, epochs=1), log=lines.append)
-    assert lines[-1] == ("matplotlib not installed: skipping curves.png "
+    assert lines[-2] == ("matplotlib not installed: skipping curves.png "
                          "(pip install 'tinygrad_conv[plot]')")
+    assert "pictures:   none yet (matplotlib is not installed" in lines[-1]
     assert not (tmp_path / "curves.png").exists()
 
 

@@ -512,9 +512,13 @@ def test_example_script_writes_dot_and_svg(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     script = os.path.join(os.path.dirname(__file__), "..", "examples", "draw_graph.py")
     example = runpy.run_path(script, run_name="draw_graph_example")
-    assert example["main"](["--out", "g"]) == 0
-    assert (tmp_path / "g.dot").read_text().startswith("digraph")
-    assert (tmp_path / "g.svg").read_text().count('class="cluster"') == 10
+    assert example["main"](["--out-dir", "pics", "--name", "g"]) == 0
+    assert (tmp_path / "pics" / "g.dot").read_text().startswith("digraph")
+    assert (tmp_path / "pics" / "g.svg").read_text().count('class="cluster"') == 10
+    assert example["main"]([]) == 0  # the default folder is runs/graph, never where it runs
+    assert sorted(p.name for p in (tmp_path / "runs" / "graph").iterdir()) == [
+        "reference_cnn_graph.dot", "reference_cnn_graph.svg"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pics", "runs"]
 
 
 @needs_dot

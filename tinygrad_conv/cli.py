@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     graph.set_defaults(handler=_graph)
     _add_summary_command(sub)
     _add_export_command(sub)
+    _add_inspect_command(sub)
     return parser
 
 
@@ -227,6 +228,44 @@ def _export(args: argparse.Namespace) -> int:
         print(f"error: export needs the run's checkpoint: {e}", file=sys.stderr)
         return 1
     print(f"wrote {out}: {len(saved['model'])} arrays of the model in {checkpoint}")
+    return 0
+
+
+def _add_inspect_command(sub: Any) -> None:
+    inspect = sub.add_parser(
+        "inspect", help="draw PNGs of what a trained run learned",
+        description="Draw PNGs of a `tinygrad-conv train` run with matplotlib: the first conv "
+                    "layer's filters, the feature maps of every conv layer for one test image, "
+                    "the confusion matrix on the test set, a grid of misclassified digits with "
+                    "true and predicted labels and the confidence, each layer's gradient and "
+                    "weight norms over training, and the loss, accuracy and lr curves.",
+    )
+    inspect.add_argument("--run", default="runs/mnist", metavar="DIR",
+                         help="the training run's folder (default runs/mnist)")
+    inspect.add_argument("--out", default=None, metavar="DIR",
+                         help="where to write the PNGs (default: the run's folder)")
+    inspect.add_argument("--data-dir", metavar="DIR", default=None,
+                         help="folder with the MNIST files (default as for train)")
+    inspect.add_argument("--image", metavar="N", type=int, default=0,
+                         help="index of the test image whose feature maps are drawn (default 0)")
+    inspect.add_argument("--limit-test", metavar="N", type=_positive_int, default=None,
+                         help="use the first N test images only (default: all 10,000)")
+    inspect.set_defaults(handler=_inspect)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from .data import MNISTError
+
+    try:
+        from .pictures import inspect_run
+
+        written = inspect_run(args.run, data_dir=args.data_dir, out=args.out,
+                              image_index=args.image, limit_test=args.limit_test)
+    except (OSError, ValueError, ImportError, MNISTError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"wrote {path}")
     return 0
 
 

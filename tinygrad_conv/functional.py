@@ -132,7 +132,7 @@ def linear(x: Any, weight: Any, bias: Any = None) -> Tensor:
             f"linear: input of shape {x.shape} needs last dim {weight.shape[-1]} to match "
             f"weight of shape {weight.shape} (out_features, in_features)"
         )
-    if x.size == 0 or weight.size == 0:  # zero-size: the same sum, without the matmul kernel
+    if x.numel() == 0 or weight.numel() == 0:  # zero-size: the same sum, without the matmul kernel
         out = (x.unsqueeze(-2) * weight).sum(-1)
         return out if bias is None else out + _like(bias, x)
     if bias is None:
@@ -171,7 +171,7 @@ def softmax(x: Any, axis: int = -1, *, dim: int | None = None) -> Tensor:
     axis = _check_axis("softmax", x, axis if dim is None else dim)
     if x.ndim == 0:  # as PyTorch: the softmax of one number is 1
         return softmax(x.reshape(1), 0).reshape(())
-    if x.size == 0:
+    if x.numel() == 0:
         return x * 0
     return loss.Softmax(axis=axis).apply(x)
 
@@ -182,7 +182,7 @@ def log_softmax(x: Any, axis: int = -1, *, dim: int | None = None) -> Tensor:
     axis = _check_axis("log_softmax", x, axis if dim is None else dim)
     if x.ndim == 0:
         return log_softmax(x.reshape(1), 0).reshape(())
-    if x.size == 0:
+    if x.numel() == 0:
         return x * 0
     return loss.LogSoftmax(axis=axis).apply(x)
 
@@ -310,7 +310,7 @@ def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Tensor:  # noq
         raise ValueError(f"mse_loss: input {input.shape} and target {target.shape} must match")
     diff = input - target
     sq = diff * diff
-    if reduction == "mean" and sq.size == 0:  # the mean of nothing is NaN (no NumPy warning)
+    if reduction == "mean" and sq.numel() == 0:  # the mean of nothing is NaN (no NumPy warning)
         return sq.sum() * float("nan")
     return sq.mean() if reduction == "mean" else sq.sum() if reduction == "sum" else sq
 

@@ -24,7 +24,7 @@ gives the same totals in both:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,29 +121,24 @@ def _check_input_size(input_size: Sequence[int]) -> tuple[int, ...]:
     return shape
 
 
-def _record_calls(model: Any, x: Tensor) -> list[LayerRow]:
-    """Wrap every module's ``forward`` for one run and append a row per call, in call order."""
+def run_watched(model: Any, x: Any, enter: Callable[[str, Any], Any],
+                leave: Callable[[Any, Any, Any], None]) -> Any:
+    """Run ``model(x)`` once in eval mode under ``no_grad``, calling ``enter(name, module)``
+    before every module call and ``leave(token, module, output)`` after it (``token`` is what
+    ``enter`` returned). Each module's ``forward`` is wrapped for the run and unwrapped after;
+    the model's mode is restored. Returns the model's output."""
     names = {id(m): name for name, m in model.named_modules()}
-    rows: list[LayerRow] = []
-    depth = [0]
-    counted: set[int] = set()
 
     def wrap(module: Any) -> None:
         forward = module.forward
 
-        def recording_forward(*args: Any, **kwargs: Any) -> Any:
-            row = LayerRow(names[id(module)], type(module).__name__, depth[0],
-                           leaf=not any(True for _ in module.children()))
-            rows.append(row)
-            depth[0] += 1
-            try:
-                out = forward(*args, **kwargs)
-            finally:
-                depth[0] -= 1
-            _fill_row(row, module, out, counted)
+        def watched_forward(*args: Any, **kwargs: Any) -> Any:
+            token = enter(names[id(module)], module)
+            out = forward(*args, **kwargs)
+            leave(token, module, out)
             return out
 
-        object.__setattr__(module, "forward", recording_forward)
+        object.__setattr__(module, "forward", watched_forward)
 
     modules = list(model.modules())
     was_training = model.training
@@ -152,11 +147,31 @@ def _record_calls(model: Any, x: Tensor) -> list[LayerRow]:
             wrap(m)
         model.eval()
         with no_grad():
-            model(x)
+            return model(x)
     finally:
         for m in modules:
             m.__dict__.pop("forward", None)
         model.train(was_training)
+
+
+def _record_calls(model: Any, x: Tensor) -> list[LayerRow]:
+    """A row per module call, in call order (a parent before its children)."""
+    rows: list[LayerRow] = []
+    depth = [0]
+    counted: set[int] = set()
+
+    def enter(name: str, module: Any) -> LayerRow:
+        row = LayerRow(name, type(module).__name__, depth[0],
+                       leaf=not any(True for _ in module.children()))
+        rows.append(row)
+        depth[0] += 1
+        return row
+
+    def leave(row: LayerRow, module: Any, out: Any) -> None:
+        depth[0] -= 1
+        _fill_row(row, module, out, counted)
+
+    run_watched(model, x, enter, leave)
     return rows
 
 

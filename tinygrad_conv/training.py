@@ -36,6 +36,8 @@ from .checkpoint import CHECKPOINT_NAME, TrainingError
 from .data import MNIST, DataLoader, Subset
 from .engine import no_grad
 from .models import reference_cnn
+from .pictures import plot_curves
+from .recording import BatchRecorder, read_metrics, where_the_files_are
 
 METRICS_NAME, CURVES_NAME = "metrics.jsonl", "curves.png"
 EVAL_BATCH_SIZE = 500
@@ -201,9 +203,13 @@ class Trainer:
         self.stats = _EpochStats()
         self.rng_state = rng.get_rng_state()  # the RNG at the last consistent point
         self._updating = False  # True while weights are half updated (not safe to save)
+        self.recorder = BatchRecorder(self.out / METRICS_NAME)  # loss, lr, norms every N batches
         self._loader_mid_epoch = False
         if saved:
             checkpoint.restore(self, saved)
+            done = self.epochs_done * self.batches_per_epoch + self.stats.batches
+            self.recorder.rows = [r for r in read_metrics(self.out / METRICS_NAME)[1]
+                                  if r["step"] <= done]
             log(f"resuming {self.checkpoint_path}: {self._position()}")
         elif self.checkpoint_path.exists():
             log(f"starting from scratch: {self.checkpoint_path} will be replaced "
@@ -325,6 +331,9 @@ class Trainer:
         self._check_finite(loss.item(), f"batch {st.batches + 1}")
         self.optimizer.zero_grad()
         loss.backward()
+        self.recorder.after_backward(
+            self.model, loss.item(), self.epochs_done * self.batches_per_epoch + st.batches + 1,
+            self.epochs_done + 1, self.optimizer.param_groups[0]["lr"])
         correct = int((logits.data.argmax(axis=1) == y.data).sum())
         self._updating = True
         self.optimizer.step()
@@ -379,43 +388,21 @@ class Trainer:
     def _rewrite_metrics_file(self) -> None:
         try:
             with open(self.out / METRICS_NAME, "w") as f:
-                f.writelines(json.dumps(row) + "\n" for row in self.history)
+                f.writelines(json.dumps(row) + "\n"
+                             for row in self.history + self.recorder.rows)
         except OSError as e:
             raise TrainingError(f"cannot write {self.out / METRICS_NAME} ({_reason(e)}); "
                                 "check the --out folder's space and permissions") from None
 
     def _plot(self, announce_missing: bool) -> None:
         try:
-            drawn = plot_curves(self.history, self.out / CURVES_NAME)
+            drawn = plot_curves(self.history, self.out / CURVES_NAME, self.recorder.rows)
         except OSError as e:
             self.log(f"warning: could not draw {self.out / CURVES_NAME} ({_reason(e)})")
             return
         if not drawn and announce_missing:
             self.log("matplotlib not installed: skipping curves.png "
                      "(pip install 'tinygrad_conv[plot]')")
-
-
-def plot_curves(history: list[dict[str, Any]], path: str | Path) -> bool:
-    """Save loss and accuracy per epoch (train and test) as a PNG; False without matplotlib."""
-    try:
-        from matplotlib.figure import Figure
-        from matplotlib.ticker import MaxNLocator
-    except ImportError:
-        return False
-    epochs = [row["epoch"] for row in history]
-    fig = Figure(figsize=(9, 3.5), layout="constrained")
-    loss_ax, acc_ax = fig.subplots(1, 2)
-    for split in ("train", "test"):
-        loss_ax.plot(epochs, [r[f"{split}_loss"] for r in history], "o-", label=split)
-        acc_ax.plot(epochs, [100 * r[f"{split}_acc"] for r in history], "o-", label=split)
-    for ax, title in ((loss_ax, "cross-entropy loss"), (acc_ax, "accuracy (%)")):
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.savefig(path, dpi=100)
-    return True
 
 
 def saved_settings(cfg: TrainConfig) -> dict[str, Any]:
@@ -548,7 +535,10 @@ def fit(config: TrainConfig, log: Callable[[str], None] = print) -> list[dict[st
         raise TrainingError(f"cannot use --out {out} ({_reason(e)}); pass a folder you can "
                             "write to") from None
     try:
-        return Trainer(config, log).run()
+        trainer = Trainer(config, log)
+        history = trainer.run()
+        log(where_the_files_are(trainer.out, trainer.recorder.every))
+        return history
     finally:
         lock.__exit__()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -65,7 +66,8 @@ class Linear(Op):
     """y = x @ W.T + b for x (..., in), W (out, in), b (out,)."""
 
     def forward(self, x, w, b=None):
-        out = kernels().matmul(x.reshape(-1, x.shape[-1]), w.T).reshape(x.shape[:-1] + (-1,))
+        rows = math.prod(x.shape[:-1])  # not -1: a reshape cannot infer it when a size is 0
+        out = kernels().matmul(x.reshape(rows, x.shape[-1]), w.T).reshape(x.shape[:-1] + (len(w),))
         if b is not None:
             out += b
         return out
@@ -74,7 +76,8 @@ class Linear(Op):
         x, w = self.inputs[0], self.inputs[1]
         x_shape = x.shape
         if g.ndim != 2:  # (..., out): the products and the bias sum run over all rows at once
-            g, x = reshape(g, (-1, g.shape[-1])), reshape(x, (-1, x.shape[-1]))
+            rows = math.prod(x_shape[:-1])
+            g, x = reshape(g, (rows, g.shape[-1])), reshape(x, (rows, x.shape[-1]))
         # the shapes are the forward's, known to fit: MatMul directly, without matmul's checks
         gx = reshape(MatMul().apply(g, w), x_shape) if self.needs_grad[0] else None
         gw = LinearGradWeight().apply(g, x) if self.needs_grad[1] else None
