@@ -434,15 +434,7 @@ class Tensor:
 
         The only device is the CPU; any other raises. Returns self when nothing changes.
         """
-        for arg in args:
-            if isinstance(arg, Tensor):
-                dtype = arg.dtype
-            elif _is_device(arg):
-                device = arg
-            else:
-                dtype = arg
-        if device is not None:
-            _check_device(device)
+        dtype = parse_to_args(args, dtype, device)
         out = self if dtype is None else self.astype(dtype)
         return E.clone(out) if copy and out is self else out
 
@@ -560,7 +552,9 @@ class Tensor:
         if self.ndim == 0:
             return self.reshape(1)
         start, end = start_dim % self.ndim, end_dim % self.ndim
-        shape = self.shape[:start] + (-1,) + self.shape[end + 1:]
+        # -1 (as graphs show it), except that with 0 elements NumPy cannot infer it
+        merged = int(np.prod(self.shape[start:end + 1])) if self.data.size == 0 else -1
+        shape = self.shape[:start] + (merged,) + self.shape[end + 1:]
         return M.reshape(self, shape)
 
     def squeeze(self, dim: int | None = None, *, axis: int | None = None) -> Tensor:
@@ -707,6 +701,21 @@ class device:  # noqa: N801 (PyTorch's name)
 
     def __repr__(self) -> str:
         return "device(type='cpu')"
+
+
+def parse_to_args(args: tuple, dtype: Any, device: Any) -> Any:
+    """The dtype that ``to(*args, dtype=, device=)`` asks for (None: keep), after checking
+    that any device named is the CPU. A Tensor argument stands for its dtype."""
+    for arg in args:
+        if isinstance(arg, Tensor):
+            dtype = arg.dtype
+        elif _is_device(arg):
+            device = arg
+        else:
+            dtype = arg
+    if device is not None:
+        _check_device(device)
+    return dtype
 
 
 def _is_device(arg: Any) -> bool:
