@@ -5,6 +5,8 @@
     import tinygrad_conv.functional as F
 """
 
+import builtins
+
 from ._memory import tune_allocator
 
 tune_allocator()  # before the first large array is allocated
@@ -43,5 +45,7 @@ __all__ = [
     "Tensor", "tensor", "zeros", "ones", "zeros_like", "ones_like", "randn", "rand", "arange",
     "cat", "stack", "no_grad", "is_grad_enabled", "set_grad_enabled", "manual_seed",
     "gradcheck", "functional", "nn", "optim", "save", "load", "autograd", "device",
-    "bool", "float", "int", *_toplevel_names,
+    # a star import must not shadow Python's builtins (tc.sum, tc.max, tc.bool... stay
+    # reachable as attributes)
+    *(name for name in _toplevel_names if not hasattr(builtins, name)),
 ]

@@ -209,7 +209,7 @@ def _method(name: str) -> Callable[..., Any]:
     def fn(x: Any, *args: Any, **kwargs: Any) -> Any:
         return getattr(_tensor_of(x), name)(*args, **kwargs)
 
-    fn.__name__ = name
+    fn.__name__ = fn.__qualname__ = name
     fn.__doc__ = f"``x.{name}(...)`` as a function (see Tensor.{name})."
     return fn
 
