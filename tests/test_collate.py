@@ -61,3 +61,11 @@ def test_mnist_transforms_apply_to_items_and_batches():
     assert x.shape == (2, 2) and np.all(x == 1) and y == plain[3][1] + 100
     bx, by = next(iter(DataLoader(ds, batch_size=4)))
     assert bx.shape == (4, 2, 2) and by.tolist() == (plain.labels[:4] + 100).tolist()
+
+
+def test_pytorch_import_paths():
+    import tinygrad_conv.nn.functional as F
+    from tinygrad_conv.utils.data import DataLoader as Loader
+
+    assert F is tc.functional and F.relu is tc.functional.relu
+    assert Loader is DataLoader and tc.utils.data.TensorDataset is TensorDataset

@@ -12,7 +12,7 @@ from ._memory import tune_allocator
 tune_allocator()  # before the first large array is allocated
 
 # functional registers the conv, pool and loss ops
-from . import autograd, functional, nn, optim  # noqa: E402
+from . import autograd, functional, nn, optim, utils  # noqa: E402
 from .engine import is_grad_enabled, no_grad, set_grad_enabled  # noqa: E402
 from .gradcheck import gradcheck  # noqa: E402
 from .rng import manual_seed  # noqa: E402
@@ -44,7 +44,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Tensor", "tensor", "zeros", "ones", "zeros_like", "ones_like", "randn", "rand", "arange",
     "cat", "stack", "no_grad", "is_grad_enabled", "set_grad_enabled", "manual_seed",
-    "gradcheck", "functional", "nn", "optim", "save", "load", "autograd", "device",
+    "gradcheck", "functional", "nn", "optim", "save", "load", "autograd", "device", "utils",
     # a star import must not shadow Python's builtins (tc.sum, tc.max, tc.bool... stay
     # reachable as attributes)
     *(name for name in _toplevel_names if not hasattr(builtins, name)),
