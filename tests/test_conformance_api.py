@@ -143,6 +143,12 @@ def test_creation_functions():
         i = lib.randint(2, 5, (1000,))
         assert i.dtype == lib.int64 and set(i.tolist()) == {2, 3, 4}
         assert lib.randint(3, (4,)).max().item() < 3
+        for d in (lib.float64, lib.float32):
+            for t in (lib.empty(2, dtype=d), lib.eye(2, dtype=d), lib.full((2,), 1, dtype=d),
+                      lib.randn(2, dtype=d), lib.rand(2, dtype=d),
+                      lib.linspace(0, 1, 3, dtype=d), lib.empty_like(lib.ones(2), dtype=d),
+                      lib.full_like(lib.ones(2), 3, dtype=d)):
+                assert t.dtype == d
         like = lib.randn_like(lib.zeros(2, 3, dtype=lib.float64))
         assert like.dtype == lib.float64 and tuple(like.shape) == (2, 3)
     assert_same(tc.full((2, 3), 7), torch.full((2, 3), 7))

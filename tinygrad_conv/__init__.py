@@ -5,8 +5,10 @@
     import tinygrad_conv.functional as F
 """
 
+import builtins
+
 # functional registers the conv, pool and loss ops
-from . import autograd, functional, nn, optim
+from . import autograd, functional, nn, optim, utils
 from .backends import backend, set_backend, use_backend
 from .engine import is_grad_enabled, no_grad, set_grad_enabled
 from .gradcheck import gradcheck
@@ -41,5 +43,8 @@ __all__ = [
     "Tensor", "tensor", "zeros", "ones", "zeros_like", "ones_like", "randn", "rand", "arange",
     "cat", "stack", "no_grad", "is_grad_enabled", "set_grad_enabled", "manual_seed",
     "gradcheck", "functional", "nn", "optim", "save", "load", "backend", "set_backend",
-    "use_backend", "summary", "autograd", "device", "bool", "float", "int", *_toplevel_names,
+    "use_backend", "summary", "autograd", "device", "utils",
+    # a star import must not shadow Python's builtins (tc.sum, tc.max, tc.bool... stay
+    # reachable as attributes)
+    *(name for name in _toplevel_names if not hasattr(builtins, name)),
 ]

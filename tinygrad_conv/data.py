@@ -21,7 +21,7 @@ import urllib.request
 import uuid
 import warnings
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -345,7 +345,9 @@ class MNIST:
     published = (MD5, RAW_MD5)
 
     def __init__(self, root: str | os.PathLike | None = None, train: bool = True,
+                 transform: Callable | None = None, target_transform: Callable | None = None,
                  download: bool = True, normalize: bool = True, verify: bool = True) -> None:
+        self.transform, self.target_transform = transform, target_transform
         self.root = Path(root).expanduser() if root is not None else default_root()
         self.train, self.normalize = bool(train), bool(normalize)
         image_name, label_name = TRAIN_FILES if self.train else TEST_FILES
@@ -388,11 +390,17 @@ class MNIST:
             raise TypeError(f"MNIST indices must be integers, got {type(index).__name__}")
         if not -len(self) <= index < len(self):
             raise IndexError(f"MNIST index {index} is out of range for {len(self)} images")
-        return self._table()[self.images[index]][None], int(self.labels[index])
+        x, y = self._table()[self.images[index]][None], int(self.labels[index])
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, (y if self.target_transform is None else self.target_transform(y))
 
-    def batch(self, indices: Any) -> tuple[np.ndarray, np.ndarray]:
-        """x float32 (B, 1, 28, 28) and y int64 (B,) for an integer index array of length B."""
+    def batch(self, indices: Any) -> tuple[Any, ...]:
+        """x float32 (B, 1, 28, 28) and y int64 (B,) for an integer index array of length B
+        (item by item through ``default_collate`` when there are transforms)."""
         idx = np.asarray(indices, dtype=np.int64)
+        if self.transform is not None or self.target_transform is not None:
+            return default_collate([self[int(i)] for i in idx])
         return self._table()[self.images[idx]][:, None], self.labels[idx]
 
     def __repr__(self) -> str:
@@ -416,7 +424,56 @@ class Subset:
         return self.dataset[int(self.indices[index])]
 
 
+class TensorDataset:
+    """Item i is ``(t[i] for t in tensors)``: tensors (or arrays) with the same first size,
+    as ``torch.utils.data.TensorDataset``."""
+
+    def __init__(self, *tensors: Any) -> None:
+        arrays = [t.data if isinstance(t, Tensor) else np.asarray(t) for t in tensors]
+        if not arrays:
+            raise ValueError("TensorDataset: pass at least one tensor")
+        sizes = [len(a) if a.ndim else None for a in arrays]
+        if None in sizes or len(set(sizes)) != 1:
+            raise ValueError(f"TensorDataset: all tensors need the same first size, got "
+                             f"shapes {[a.shape for a in arrays]}")
+        self.tensors = tuple(Tensor._from_array(a) for a in arrays)
+
+    def __len__(self) -> int:
+        return len(self.tensors[0].data)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, ...]:
+        return tuple(Tensor._from_array(np.asarray(t.data[index])) for t in self.tensors)
+
+    def batch(self, indices: Any) -> tuple[Tensor, ...]:
+        """The stacked items at an index array: one fancy index per tensor (dtypes kept)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return tuple(Tensor._from_array(t.data[idx]) for t in self.tensors)
+
+
 # ---- batching --------------------------------------------------------------------------
+
+def default_collate(batch: Sequence[Any]) -> Any:
+    """Stack a list of items as PyTorch's default collate does: Tensors and arrays stack
+    into a Tensor (B, ...); Python ints become int64, floats float64; tuples and lists are
+    collated field by field (into a tuple), dicts key by key; strings stay a list."""
+    elem = batch[0]
+    if isinstance(elem, Tensor):
+        return Tensor._from_array(np.stack([t.data for t in batch]))
+    if isinstance(elem, (np.ndarray, np.generic, bool, int, float)):
+        return Tensor._from_array(np.stack([np.asarray(v) for v in batch]))
+    if isinstance(elem, str):
+        return list(batch)
+    if isinstance(elem, Mapping):
+        return {k: default_collate([item[k] for item in batch]) for k in elem}
+    if isinstance(elem, (tuple, list)):
+        if any(len(item) != len(elem) for item in batch):
+            raise RuntimeError("default_collate: each element in the batch should be of equal "
+                               "size")
+        fields = [default_collate(list(field)) for field in zip(*batch)]
+        return type(elem)(*fields) if hasattr(elem, "_fields") else tuple(fields)
+    raise TypeError(f"default_collate: batch items must be tensors, arrays, numbers, "
+                    f"strings, dicts or sequences of them; got {type(elem).__name__}")
+
 
 def collate(items: Sequence[tuple]) -> tuple[np.ndarray, ...]:
     """Stack a list of (x, y, ...) items field by field: [(x, y)] * B -> (X (B, ...), Y (B,))."""
@@ -447,10 +504,12 @@ class DataLoader:
     """
 
     def __init__(self, dataset: Any, batch_size: int = 1, shuffle: bool = False,
-                 drop_last: bool = False, seed: int | None = None) -> None:
+                 drop_last: bool = False, seed: int | None = None,
+                 collate_fn: Callable | None = None) -> None:
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be a positive int, got {batch_size!r}")
         self.dataset, self.batch_size = dataset, int(batch_size)
+        self.collate_fn = collate_fn
         self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
         if seed is None:
             from .rng import generator
@@ -472,13 +531,15 @@ class DataLoader:
         self._epoch = _Epoch(self, order, start_state, skip)
         return self._epoch
 
-    def fetch(self, indices: np.ndarray) -> tuple[Tensor, ...]:
-        """The batch of the dataset items at ``indices``, as Tensors."""
+    def fetch(self, indices: np.ndarray) -> Any:
+        """The batch of the dataset items at ``indices``: ``collate_fn`` of the items, else
+        the dataset's own ``batch`` (arrays become Tensors), else ``default_collate``."""
+        if self.collate_fn is not None:
+            return self.collate_fn([self.dataset[int(i)] for i in indices])
         if hasattr(self.dataset, "batch"):
-            arrays = self.dataset.batch(indices)
-        else:
-            arrays = collate([self.dataset[int(i)] for i in indices])
-        return tuple(_to_tensor(a) for a in arrays)
+            return tuple(a if isinstance(a, Tensor) else _to_tensor(a)
+                         for a in self.dataset.batch(indices))
+        return default_collate([self.dataset[int(i)] for i in indices])
 
     def state_dict(self) -> dict[str, Any]:
         """{"generator": the bit generator's state, "position": batches done this epoch}.

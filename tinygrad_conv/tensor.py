@@ -435,15 +435,7 @@ class Tensor:
 
         The only device is the CPU; any other raises. Returns self when nothing changes.
         """
-        for arg in args:
-            if isinstance(arg, Tensor):
-                dtype = arg.dtype
-            elif _is_device(arg):
-                device = arg
-            else:
-                dtype = arg
-        if device is not None:
-            _check_device(device)
+        dtype = parse_to_args(args, dtype, device)
         out = self if dtype is None else self.astype(dtype)
         return E.clone(out) if copy and out is self else out
 
@@ -715,6 +707,21 @@ class device:  # noqa: N801 (PyTorch's name)
 
     def __repr__(self) -> str:
         return "device(type='cpu')"
+
+
+def parse_to_args(args: tuple, dtype: Any, device: Any) -> Any:
+    """The dtype that ``to(*args, dtype=, device=)`` asks for (None: keep), after checking
+    that any device named is the CPU. A Tensor argument stands for its dtype."""
+    for arg in args:
+        if isinstance(arg, Tensor):
+            dtype = arg.dtype
+        elif _is_device(arg):
+            device = arg
+        else:
+            dtype = arg
+    if device is not None:
+        _check_device(device)
+    return dtype
 
 
 def _is_device(arg: Any) -> bool:

@@ -60,6 +60,11 @@ def as_tensor(data: Any, dtype: Any = None, device: Any = None) -> Tensor:
     return Tensor(data, dtype=dtype)
 
 
+def _leaf(array: np.ndarray, requires_grad: bool) -> Tensor:
+    """A leaf holding ``array`` in its own dtype (float64 stays float64)."""
+    return Tensor(array, requires_grad, array.dtype)
+
+
 def _float_dtype(dtype: Any) -> np.dtype:
     return np.dtype(dtype or DEFAULT_FLOAT)
 
@@ -67,7 +72,7 @@ def _float_dtype(dtype: Any) -> np.dtype:
 def empty(*size: Any, dtype: Any = None, requires_grad: bool = False, device: Any = None
           ) -> Tensor:
     """An uninitialised tensor of ``size`` (float32 unless ``dtype``)."""
-    return Tensor(np.empty(_dims(size), _float_dtype(dtype)), requires_grad)
+    return _leaf(np.empty(_dims(size), _float_dtype(dtype)), requires_grad)
 
 
 def full(size: Any, fill_value: Any, dtype: Any = None, requires_grad: bool = False,
@@ -77,7 +82,7 @@ def full(size: Any, fill_value: Any, dtype: Any = None, requires_grad: bool = Fa
     if dtype is None:
         dtype = (np.bool_ if isinstance(fill_value, (bool, np.bool_)) else
                  np.int64 if isinstance(fill_value, (int, np.integer)) else DEFAULT_FLOAT)
-    return Tensor(np.full(_dims((size,)), fill_value, dtype), requires_grad)
+    return _leaf(np.full(_dims((size,)), fill_value, dtype), requires_grad)
 
 
 def _like(t: Any, dtype: Any) -> tuple[tuple[int, ...], np.dtype]:
@@ -87,12 +92,12 @@ def _like(t: Any, dtype: Any) -> tuple[tuple[int, ...], np.dtype]:
 def full_like(t: Any, fill_value: Any, dtype: Any = None, requires_grad: bool = False
               ) -> Tensor:
     shape, dt = _like(t, dtype)
-    return Tensor(np.full(shape, fill_value, dt), requires_grad)
+    return _leaf(np.full(shape, fill_value, dt), requires_grad)
 
 
 def empty_like(t: Any, dtype: Any = None, requires_grad: bool = False) -> Tensor:
     shape, dt = _like(t, dtype)
-    return Tensor(np.empty(shape, dt), requires_grad)
+    return _leaf(np.empty(shape, dt), requires_grad)
 
 
 def randn_like(t: Any, dtype: Any = None, requires_grad: bool = False) -> Tensor:
@@ -118,7 +123,7 @@ def randint(low: int, high: int | None = None, size: Any = None, *, dtype: Any =
     elif high is None:
         low, high = 0, low
     data = generator().integers(low, high, size=_dims((size,)), dtype=np.int64)
-    return Tensor(data.astype(dtype or np.int64), requires_grad)
+    return _leaf(data.astype(dtype or np.int64), requires_grad)
 
 
 def linspace(start: float, end: float, steps: int, *, dtype: Any = None,
@@ -130,7 +135,7 @@ def linspace(start: float, end: float, steps: int, *, dtype: Any = None,
 def eye(n: int, m: int | None = None, *, dtype: Any = None, requires_grad: bool = False
         ) -> Tensor:
     """The (n, m) identity matrix (m = n by default)."""
-    return Tensor(np.eye(n, m, dtype=_float_dtype(dtype)), requires_grad)
+    return _leaf(np.eye(n, m, dtype=_float_dtype(dtype)), requires_grad)
 
 
 # ---- math ----------------------------------------------------------------------------------
@@ -204,7 +209,7 @@ def _method(name: str) -> Callable[..., Any]:
     def fn(x: Any, *args: Any, **kwargs: Any) -> Any:
         return getattr(_tensor_of(x), name)(*args, **kwargs)
 
-    fn.__name__ = name
+    fn.__name__ = fn.__qualname__ = name
     fn.__doc__ = f"``x.{name}(...)`` as a function (see Tensor.{name})."
     return fn
 

@@ -4,6 +4,8 @@
                           nn.Linear(8 * 28 * 28, 10))
 """
 
+import sys
+
 from .. import functional
 from . import init, utils
 from .extra import (
@@ -44,3 +46,6 @@ __all__ = [
     "ModuleList", "ModuleDict", "LeakyReLU", "ELU", "GELU", "SiLU", "Softmax", "LogSoftmax",
     "AdaptiveAvgPool2d", "Dropout2d", "NLLLoss", "BCEWithLogitsLoss",
 ]
+
+# ``import tinygrad_conv.nn.functional as F`` (PyTorch's spelling) finds the same module
+sys.modules[__name__ + ".functional"] = functional

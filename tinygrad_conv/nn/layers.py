@@ -137,6 +137,9 @@ class Linear(Module):
 class ReLU(Module):
     """max(x, 0), elementwise; any shape."""
 
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()  # inplace is accepted for PyTorch code; the result is a new tensor
+
     def forward(self, x: Any) -> Tensor:
         return F.relu(x)
 
@@ -212,7 +215,7 @@ class Dropout(Module):
     """In training, zero each entry with probability p and scale the rest by 1/(1-p);
     the identity in eval mode. Any shape."""
 
-    def __init__(self, p: float = 0.5) -> None:
+    def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
         super().__init__()
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"Dropout: p must be between 0 and 1, got {p}")

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .. import engine
-from ..tensor import Tensor, _check_device, _is_device, clear_grads
+from ..tensor import Tensor, clear_grads, parse_to_args
 
 
 class Parameter(Tensor):
@@ -156,15 +156,7 @@ class Module:
     def to(self, *args: Any, dtype: Any = None, device: Any = None) -> Module:
         """Cast floating parameters and buffers to ``dtype`` in place (the same Parameter
         objects); a device other than the CPU raises. Returns self (as PyTorch's)."""
-        for arg in args:
-            if isinstance(arg, Tensor):
-                dtype = arg.dtype
-            elif _is_device(arg):
-                device = arg
-            else:
-                dtype = arg
-        if device is not None:
-            _check_device(device)
+        dtype = parse_to_args(args, dtype, device)
         if dtype is not None:
             dtype = np.dtype(dtype)
             if dtype.kind != "f":

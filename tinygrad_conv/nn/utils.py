@@ -37,7 +37,7 @@ def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float,
         for g in grads:
             g.data *= g.dtype.type(coef)
             g._version += 1
-    return Tensor(np.asarray(total, dtype=grads[0].dtype))
+    return Tensor._from_array(np.asarray(total, dtype=grads[0].dtype))
 
 
 def clip_grad_value_(parameters: Tensor | Iterable[Tensor], clip_value: Any) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 from ..backends import kernels
 from ..engine import Op, register
 from ..tensor import Tensor
+from ..tensor import _check_dim as _dim
 from .elementwise import sqrt
 from .movement import broadcast_to, gather, reshape
 
@@ -116,14 +117,6 @@ class ValuesIndices(NamedTuple):
 
     values: Tensor
     indices: Tensor
-
-
-def _dim(name: str, a: Tensor, dim: Any) -> int:
-    n = max(a.ndim, 1)
-    if not isinstance(dim, (int, np.integer)) or not -n <= dim < n:
-        raise IndexError(f"{name}: dim {dim!r} is out of range for a tensor of shape {a.shape} "
-                         f"(expected an int in [{-n}, {n - 1}])")
-    return int(dim) % n
 
 
 def _pick(a: Tensor, idx: np.ndarray, axis: int) -> Tensor:
