@@ -15,28 +15,36 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .training import DATASETS, DEFAULTS, LR_SCHEDULES, MAX_LR, OPTIMIZERS, TrainConfig
 
 GRAPH_FORMATS = ("svg", "png", "pdf")
 
 
+def _number(text: str, kind: type, what: str) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _number(text, int, "a positive integer")
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
     return value
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
+    value = _number(text, int, "an integer >= 0")
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
     return value
 
 
 def _learning_rate(text: str) -> float:
-    value = float(text)
+    value = _number(text, float, f"a number in (0, {MAX_LR:g}]")
     if not (math.isfinite(value) and 0 < value <= MAX_LR):
         raise argparse.ArgumentTypeError(f"must be a number in (0, {MAX_LR:g}], got {text}")
     return value

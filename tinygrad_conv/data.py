@@ -364,6 +364,9 @@ class MNIST:
         self.root = Path(root).expanduser() if root is not None else self.default_root()
         self.train, self.normalize = bool(train), bool(normalize)
         image_name, label_name = TRAIN_FILES if self.train else TEST_FILES
+        if self.root.exists() and not self.root.is_dir():
+            raise MNISTError(f"MNIST: {self.root} is a file, not a folder; pass the folder "
+                             "holding the data files (--data-dir, root=)")
         missing = [n for n in (image_name, label_name) if _find(self.root, n) is None]
         if missing and download:
             _download(self.root, missing, mirrors=self.mirrors, md5=self.published[0])

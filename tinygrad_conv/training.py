@@ -437,6 +437,8 @@ def _reason(e: OSError) -> str:
 
 def check_out(out: str | Path) -> Path:
     """``out`` as a Path; ``TrainingError`` if it names something that is not a folder."""
+    if not str(out).strip():
+        raise TrainingError("--out is empty; pass the folder for the run's files")
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise TrainingError(f"--out {out} is an existing file, not a folder; pass a folder "
