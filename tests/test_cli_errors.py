@@ -233,3 +233,22 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(mnist_dir, tmp_path, capsy
     assert cli.main(quick(mnist_dir, tmp_path)) == 0
     assert (tmp_path / "checkpoint.npz").exists()
     capsys.readouterr()
+
+
+def test_flags_that_are_not_numbers_say_what_a_number_should_be(capsys):
+    for flag, text, what in (("--lr", "abc", "a number in (0, 10]"),
+                             ("--seed", "x", "an integer >= 0"),
+                             ("--epochs", "1.5", "a positive integer")):
+        with pytest.raises(SystemExit):
+            cli.main(["train", flag, text])
+        assert f"argument {flag}: must be {what}, got '{text}'" in capsys.readouterr().err
+
+
+def test_an_empty_out_and_a_data_dir_that_is_a_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "--out", "", "--no-progress"]) == 1
+    one_error_line(capsys, "--out is empty")
+    (tmp_path / "afile").write_text("x")
+    assert cli.main(["train", "--data-dir", "afile", "--out", "run", "--no-progress"]) == 1
+    one_error_line(capsys, "afile is a file, not a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "run"]

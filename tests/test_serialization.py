@@ -206,8 +206,10 @@ CRAFTED = {
     "a node without a type": lambda p: _craft(p, _doc({"items": []})),
     "a dict of non-pairs": lambda p: _craft(p, _doc({"$type": "dict", "items": [1, 2]})),
     "a float that is not one": lambda p: _craft(p, _doc({"$type": "float", "value": "x"})),
-    "deep JSON": lambda p: _craft(p, json.dumps(_doc(0))[:-2] + ", \"d\": "
+    "deep JSON": lambda p: _craft(p, json.dumps(_doc(0))[:-1] + ', "d": '
                                   + "[" * 100_000 + "]" * 100_000 + "}"),
+    "a deep structure": lambda p: _craft(p, json.dumps(_doc(0))[:-2] + "[" * 900 + "]" * 900
+                                         + "}"),  # JSON reads it; decoding it recurses deeper
     "structure of int64": lambda p: _craft(p, _doc(0)) or _replace_structure(p),
 }
 

@@ -18,27 +18,34 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .training import DEFAULTS, LR_SCHEDULES, MAX_LR, OPTIMIZERS, TrainConfig
+from .training import DATASETS, DEFAULTS, LR_SCHEDULES, MAX_LR, OPTIMIZERS, TrainConfig
 
 GRAPH_FORMATS = ("svg", "png", "pdf")
 
 
+def _number(text: str, kind: type, what: str) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _number(text, int, "a positive integer")
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
     return value
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
+    value = _number(text, int, "an integer >= 0")
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
     return value
 
 
 def _learning_rate(text: str) -> float:
-    value = float(text)
+    value = _number(text, float, f"a number in (0, {MAX_LR:g}]")
     if not (math.isfinite(value) and 0 < value <= MAX_LR):
         raise argparse.ArgumentTypeError(f"must be a number in (0, {MAX_LR:g}], got {text}")
     return value
@@ -75,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "after --limit-batches), updated after every batch; constant: keep "
                             f"--lr throughout (default {d['lr_schedule']}; with --resume, the "
                             "checkpoint's schedule continues and cannot be changed)")
+    train.add_argument("--dataset", choices=DATASETS, default=None,
+                       help="mnist (handwritten digits) or fashion-mnist (clothes, the same "
+                            "format); default mnist, with --resume the checkpoint's")
     train.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
                        help=f"optimizer; sgd uses momentum 0.9 (default {d['optimizer']})")
     train.add_argument("--seed", metavar="N", type=_non_negative_int, default=None,
@@ -129,7 +139,8 @@ def _train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
         seed=args.seed, limit_batches=args.limit_batches, limit_test=args.limit_test,
-        lr_schedule=args.lr_schedule, data_dir=args.data_dir, out=args.out, resume=args.resume,
+        lr_schedule=args.lr_schedule, dataset=args.dataset, data_dir=args.data_dir,
+        out=args.out, resume=args.resume,
         progress=not args.no_progress, verify=not args.no_verify,
     )
     try:

@@ -183,15 +183,18 @@ def _parse_idx(path: Path, buf: bytes, expect_magic: int | None) -> np.ndarray:
 # ---- downloading -----------------------------------------------------------------------
 
 def download(root: str | os.PathLike, names: Sequence[str] = ALL_FILES,
-             mirrors: Sequence[str] | None = None, timeout: float | None = None) -> list[Path]:
+             mirrors: Sequence[str] | None = None, timeout: float | None = None,
+             md5: dict[str, str] | None = None) -> list[Path]:
     """Fetch ``names`` (IDX base names) as .gz files into ``root``, trying each mirror in order.
 
-    Each download is checked against the original published md5 and written atomically (a
+    Each download is checked against the original published md5 (``md5`` by name, default
+    MNIST's ``MD5``) and written atomically (a
     temp file in ``root``, then ``os.replace``). Raises ``MNISTError`` listing every mirror
     tried and why it failed when a file cannot be fetched. Returns the written paths.
     """
     root = Path(root)
     mirrors = MIRRORS if mirrors is None else mirrors
+    md5 = MD5 if md5 is None else md5
     timeout = DOWNLOAD_TIMEOUT if timeout is None else timeout
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -208,7 +211,7 @@ def download(root: str | os.PathLike, names: Sequence[str] = ALL_FILES,
                 failures.append(f"  {url}: skipped, unreachable for the previous file")
                 continue
             try:
-                _fetch(url, target, MD5[name], timeout)
+                _fetch(url, target, md5[name], timeout)
             except MNISTError as e:  # reached, but the bytes were wrong
                 failures.append(f"  {url}: {e}")
                 continue
@@ -307,8 +310,9 @@ def _verify(path: Path, name: str, digests: tuple[str, str], verify: bool,
         problem = (f"its md5 is {file_md5}, but {sums} lists {listed[path.name]}: the file "
                    "changed after it was listed")
     else:
-        problem = (f"its md5 is {file_md5}, not the published original's {gz_md5} (.gz) "
-                   f"or {raw_md5} (its IDX data): its content was changed or is corrupt")
+        raw_text = f" or {raw_md5} (its IDX data)" if raw_md5 else ""
+        problem = (f"its md5 is {file_md5}, not the published original's {gz_md5} (.gz)"
+                   f"{raw_text}: its content was changed or is corrupt")
     if not verify:
         warnings.warn(f"MNIST: {path} is not the published original ({problem}); loading it "
                       "anyway because verification is off (verify=False / --no-verify)",
@@ -342,18 +346,32 @@ class MNIST:
 
     classes = tuple(str(d) for d in range(10))
     mean, std = MEAN, STD
-    published = (MD5, RAW_MD5)
+    published = (MD5, RAW_MD5)  # md5 of the original .gz files, and of the IDX data in them
+    _normalized = _NORMALIZED
+
+    @property
+    def mirrors(self) -> Sequence[str]:
+        """Where missing files are downloaded from, tried in order (``data.MIRRORS``)."""
+        return MIRRORS
+
+    @staticmethod
+    def default_root() -> Path:
+        """The folder used when ``root`` is None (``data.default_root()``)."""
+        return default_root()
 
     def __init__(self, root: str | os.PathLike | None = None, train: bool = True,
                  transform: Callable | None = None, target_transform: Callable | None = None,
                  download: bool = True, normalize: bool = True, verify: bool = True) -> None:
         self.transform, self.target_transform = transform, target_transform
-        self.root = Path(root).expanduser() if root is not None else default_root()
+        self.root = Path(root).expanduser() if root is not None else self.default_root()
         self.train, self.normalize = bool(train), bool(normalize)
         image_name, label_name = TRAIN_FILES if self.train else TEST_FILES
+        if self.root.exists() and not self.root.is_dir():
+            raise MNISTError(f"MNIST: {self.root} is a file, not a folder; pass the folder "
+                             "holding the data files (--data-dir, root=)")
         missing = [n for n in (image_name, label_name) if _find(self.root, n) is None]
         if missing and download:
-            _download(self.root, missing)
+            _download(self.root, missing, mirrors=self.mirrors, md5=self.published[0])
         elif missing:
             listed = "\n".join(f"  {n}.gz (or {n})" for n in missing)
             raise MNISTError(
@@ -382,7 +400,7 @@ class MNIST:
         return len(self.labels)
 
     def _table(self) -> np.ndarray:
-        return _NORMALIZED if self.normalize else _SCALED
+        return self._normalized if self.normalize else _SCALED
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
         """(x float32 (1, 28, 28), y int)."""
@@ -405,7 +423,52 @@ class MNIST:
 
     def __repr__(self) -> str:
         split = "train" if self.train else "test"
-        return f"MNIST(split={split!r}, size={len(self)}, root={str(self.root)!r})"
+        return f"{type(self).__name__}(split={split!r}, size={len(self)}, root={str(self.root)!r})"
+
+
+# ---- Fashion-MNIST: the same IDX files, of clothes ---------------------------------------
+
+FASHION_ENV_VAR = "TINYGRAD_CONV_FASHION_DATA"
+FASHION_DEFAULT_ROOT = Path("~/.cache/tinygrad_conv/fashion-mnist")
+# md5 of the published .gz files (Zalando Research's fashion-mnist repository)
+FASHION_MD5 = {
+    "train-images-idx3-ubyte": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte": "25c81989df183df01b3e8a0aad5dffbe",
+    "t10k-images-idx3-ubyte": "bef4ecab320f06d8554ea6380940ec79",
+    "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310",
+}
+FASHION_MIRRORS = ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"]
+FASHION_MEAN, FASHION_STD = 0.2860, 0.3530  # of the training pixels / 255
+
+
+class FashionMNIST(MNIST):
+    """Fashion-MNIST: 60,000 training and 10,000 test 28x28 gray images of 10 kinds of
+    clothing, in MNIST's file names and format; everything as ``MNIST`` (verification,
+    ``MD5SUMS``, ``verify=False``), with its own checksums, mirrors and mean/std.
+
+    ``root`` defaults to ``$TINYGRAD_CONV_FASHION_DATA``, else
+    ``~/.cache/tinygrad_conv/fashion-mnist``.
+    """
+
+    classes = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+               "Sneaker", "Bag", "Ankle boot")
+    mean, std = FASHION_MEAN, FASHION_STD
+    published = (FASHION_MD5, {})  # the IDX data's md5 is not published: the .gz's only
+    _normalized = ((np.arange(256) / 255.0 - FASHION_MEAN) / FASHION_STD).astype(np.float32)
+
+    @property
+    def mirrors(self) -> Sequence[str]:
+        """``data.FASHION_MIRRORS``."""
+        return FASHION_MIRRORS
+
+    @staticmethod
+    def default_root() -> Path:
+        """``$TINYGRAD_CONV_FASHION_DATA``, else ``~/.cache/tinygrad_conv/fashion-mnist``."""
+        env = os.environ.get(FASHION_ENV_VAR)
+        return Path(env).expanduser() if env else FASHION_DEFAULT_ROOT.expanduser()
+
+
+DATASETS = {"mnist": MNIST, "fashion-mnist": FashionMNIST}  # the train command's --dataset
 
 
 class Subset:

@@ -270,7 +270,8 @@ def _nll(log_probs: Tensor, target: Any, reduction: str, ignore_index: int,
     n, k = log_probs.shape
     weights = np.zeros((n, k), dtype=log_probs.dtype)
     weights[np.arange(n), t] = 1.0 - smoothing
-    weights += smoothing / k
+    if smoothing:
+        weights += smoothing / k
     weights[ignored] = 0.0
     per_sample = -(log_probs * Tensor._from_array(weights)).sum(1)
     return _reduce_loss(per_sample, reduction, int((~ignored).sum()))

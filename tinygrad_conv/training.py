@@ -30,10 +30,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from . import checkpoint, rng
+from . import checkpoint, data, rng
 from . import functional as F
 from .checkpoint import CHECKPOINT_NAME, TrainingError
-from .data import MNIST, DataLoader, Subset
+from .data import DataLoader, Subset
 from .engine import no_grad
 from .models import reference_cnn
 from .pictures import plot_curves
@@ -45,16 +45,17 @@ MAX_LR = 10.0  # above this every optimizer here diverges at once
 # peak memory of one training step of the reference CNN per image (measured: ~0.65 MB)
 STEP_BYTES_PER_IMAGE = 700_000
 OPTIMIZERS = ("sgd", "adam", "adamw")
+DATASETS = ("mnist", "fashion-mnist")
 LR_SCHEDULES = ("cosine", "constant")
 
 # settings a checkpoint remembers; None in a TrainConfig means "the default, or on resume the
 # checkpoint's value"
 DEFAULTS: dict[str, Any] = {
     "epochs": 3, "batch_size": 64, "lr": 1e-3, "optimizer": "adam", "seed": 0,
-    "limit_batches": None, "limit_test": None, "lr_schedule": "cosine",
+    "limit_batches": None, "limit_test": None, "lr_schedule": "cosine", "dataset": "mnist",
 }
 # what a checkpoint without the setting (written before there were schedules) used
-LEGACY_SETTINGS: dict[str, Any] = {"lr_schedule": "constant"}
+LEGACY_SETTINGS: dict[str, Any] = {"lr_schedule": "constant", "dataset": "mnist"}
 
 
 @dataclass
@@ -63,8 +64,10 @@ class TrainConfig:
 
     ``limit_batches`` caps the batches per epoch, ``limit_test`` evaluates on the first N test
     images only (both for quick runs). ``lr_schedule`` is "cosine" (from ``lr`` to 0 over all
-    the run's steps) or "constant". ``data_dir`` defaults as ``MNIST``'s root; ``verify=False``
-    loads data files that are not the published originals (with a warning).
+    the run's steps) or "constant". ``dataset`` is "mnist" (the default) or "fashion-mnist"
+    (``data.FashionMNIST``, the same reference CNN). ``data_dir`` defaults as the dataset's
+    root; ``verify=False`` loads data files that are not the published originals (with a
+    warning).
     """
 
     epochs: int | None = None
@@ -75,6 +78,7 @@ class TrainConfig:
     limit_batches: int | None = None
     limit_test: int | None = None
     lr_schedule: str | None = None
+    dataset: str | None = None
     data_dir: str | None = None
     out: str = "runs/mnist"
     resume: bool = False
@@ -180,10 +184,11 @@ class Trainer:
         saved = checkpoint.read(self.checkpoint_path) if config.resume else None
         self.config = cfg = resolve_config(config, checkpoint.settings(saved), log)
 
-        self.train_set = MNIST(cfg.data_dir, train=True, download=cfg.download,
-                               verify=cfg.verify)
+        dataset = data.DATASETS[cfg.dataset]
+        self.train_set = dataset(cfg.data_dir, train=True, download=cfg.download,
+                                 verify=cfg.verify)
         check_batch_size(cfg.batch_size, len(self.train_set))
-        test_set = MNIST(cfg.data_dir, train=False, download=cfg.download, verify=cfg.verify)
+        test_set = dataset(cfg.data_dir, train=False, download=cfg.download, verify=cfg.verify)
         if cfg.limit_test:
             test_set = Subset(test_set, range(min(cfg.limit_test, len(test_set))))
         self.test_set = test_set
@@ -215,7 +220,7 @@ class Trainer:
             log(f"starting from scratch: {self.checkpoint_path} will be replaced "
                 "(pass --resume to continue it)")
         source = getattr(self.train_set, "root", cfg.data_dir)
-        log(f"MNIST from {source}: {len(self.train_set)} training images, "
+        log(f"{_DATASET_NAMES[cfg.dataset]} from {source}: {len(self.train_set)} training images, "
             f"{self.batches_per_epoch} batches of {cfg.batch_size} per epoch; "
             f"{len(test_set)} test images; {cfg.optimizer} lr {cfg.lr} "
             f"({self._schedule_text()}), seed {cfg.seed}")
@@ -410,12 +415,17 @@ def saved_settings(cfg: TrainConfig) -> dict[str, Any]:
     return {k: getattr(cfg, k) for k in DEFAULTS}
 
 
+_DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
+
+
 def _reason(e: OSError) -> str:
     return e.strerror or str(e)
 
 
 def check_out(out: str | Path) -> Path:
     """``out`` as a Path; ``TrainingError`` if it names something that is not a folder."""
+    if not str(out).strip():
+        raise TrainingError("--out is empty; pass the folder for the run's files")
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise TrainingError(f"--out {out} is an existing file, not a folder; pass a folder "
@@ -469,6 +479,7 @@ def check_settings(values: dict[str, Any], source: str) -> None:
                and math.isfinite(v) and 0 < v <= MAX_LR, f"a number in (0, {MAX_LR:g}]"),
         "optimizer": (lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
         "lr_schedule": (lambda v: v in LR_SCHEDULES, f"one of {', '.join(LR_SCHEDULES)}"),
+        "dataset": (lambda v: v in DATASETS, f"one of {', '.join(DATASETS)}"),
     }
     for key, (ok, what) in rules.items():
         if key in values and values[key] is not None and not ok(values[key]):
@@ -498,7 +509,7 @@ def resolve_config(cfg: TrainConfig, saved: dict[str, Any] | None,
                     "states continue)")
                 values[key] = saved[key]
                 continue
-            if key in ("optimizer", "lr_schedule"):
+            if key in ("optimizer", "lr_schedule", "dataset"):
                 flag = "--" + key.replace("_", "-")
                 raise TrainingError(
                     f"--resume: the checkpoint was trained with {flag} {saved[key]}, "
