@@ -122,6 +122,7 @@ def test_every_picture_is_a_png(tmp_path):
         pictures.plot_filters(nn.Sequential(nn.Linear(2, 2)), tmp_path / "x.png")
 
 
+@pytest.mark.slow
 def test_training_records_norms_and_says_where_its_files_are(mnist_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(training, "BatchRecorder",
                         functools.partial(recording.BatchRecorder, every=2))

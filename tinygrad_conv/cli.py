@@ -55,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with the ``train`` and ``graph`` subcommands."""
     parser = argparse.ArgumentParser(
         prog="tinygrad-conv",
-        description="tinygrad_conv: train the example CNN on MNIST, or draw a training step's "
-                    "computation graph.",
+        description="tinygrad_conv: train the example CNN on MNIST, draw a training step's "
+                    "computation graph, summarise the model, draw what a trained run learned, "
+                    "or export its weights as safetensors.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 

@@ -81,7 +81,8 @@ def plot_curves(history: list[dict[str, Any]], path: str | Path,
     if batches and per_epoch:
         x = [b["step"] / per_epoch for b in batches]
         loss = [b["loss"] for b in batches]
-        loss_ax.plot(x, loss, color="#9ecae1", lw=0.8, label="train, mean of each few batches")
+        every = batches[1]["step"] - batches[0]["step"] if len(batches) > 1 else batches[0]["step"]
+        loss_ax.plot(x, loss, color="#9ecae1", lw=0.8, label=f"train, mean of each {every} batches")
         loss_ax.plot(x, smooth(loss), color="#2171b5", lw=1.5, label="train, smoothed")
         lr_ax.plot(x, [b["lr"] for b in batches], color="#6a51a3", label="per batch")
     elif history and all("lr" in r for r in history):  # checkpoints from before schedules lack it

@@ -31,11 +31,10 @@ class _BatchNorm(Module):
         self.num_features, self.eps, self.momentum = int(num_features), eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         c = self.num_features
-        self.weight = Parameter(np.ones(c, dtype=np.float32)) if affine else None
-        self.bias = Parameter(np.zeros(c, dtype=np.float32)) if affine else None
-        if not affine:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        self.register_parameter("weight", Parameter(np.ones(c, dtype=np.float32)) if affine
+                                else None)
+        self.register_parameter("bias", Parameter(np.zeros(c, dtype=np.float32)) if affine
+                                else None)
         stats = track_running_stats
         self.register_buffer("running_mean", np.zeros(c, dtype=np.float32) if stats else None)
         self.register_buffer("running_var", np.ones(c, dtype=np.float32) if stats else None)

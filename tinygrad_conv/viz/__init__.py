@@ -12,8 +12,9 @@ What the drawing shows:
   ``output``) is a rounded box with a bold border; each shows its shape and dtype;
 - intermediate tensors are not boxes: the arrow from the op that made one to each op that uses
   it carries its shape (as torchviz draws them);
-- ``group_modules=True`` puts the ops of each ``nn.Module`` in a cluster named as in
-  ``model.named_modules()``; ``modules_only=True`` draws one box per layer instead of per op.
+- ``group_modules=True`` puts the ops of each call of an ``nn.Module`` in a cluster named as
+  in ``model.named_modules()``; ``modules_only=True`` draws one box per layer call instead of
+  one per op.
 
 Node ids (``n0``, ``n1``...) follow a topological order of the graph found by an iterative
 walk from the outputs, so the same graph always gives the same text and any depth works.

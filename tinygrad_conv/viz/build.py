@@ -85,7 +85,8 @@ def to_dot(
         show_shapes: shapes and dtypes on tensor nodes, shapes on the op -> op edges.
         show_grad_norm: after a backward, the L2 norm of each drawn tensor's ``.grad``
             (leaves, outputs and, on edges, intermediates that called ``retain_grad``).
-        group_modules: one cluster per ``nn.Module`` that made ops, nested as the modules are.
+        group_modules: one cluster per call of an ``nn.Module`` that made ops, nested as the
+            modules are (a second call's caption says "(call 2)").
         modules_only: one node per innermost module instead of per op (for big models).
         rankdir: ``"TB"`` (top to bottom) or ``"LR"`` (left to right); also BT, RL.
         model: the root ``nn.Module`` whose ``named_modules()`` name the clusters; when None,
