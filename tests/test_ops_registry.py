@@ -16,3 +16,12 @@ def test_registered_names_spell_their_class_names():
 def test_every_op_has_a_forward_and_a_backward_of_its_own():
     for name, cls in OPS.items():
         assert cls.forward is not Op.forward and cls.backward is not Op.backward, name
+
+
+def test_every_backward_names_its_upstream_gradient_grad():
+    """One name for the gradient arriving at an op's output, in every op."""
+    import inspect
+
+    for name, cls in OPS.items():
+        params = list(inspect.signature(cls.backward).parameters)
+        assert params == ["self", "grad"], (name, params)

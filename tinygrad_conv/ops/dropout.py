@@ -19,8 +19,8 @@ class Dropout(Op):
         self.scale_mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
         return x * self.scale_mask
 
-    def backward(self, g):
-        return (g * Tensor._from_array(self.scale_mask),)
+    def backward(self, grad):
+        return (grad * Tensor._from_array(self.scale_mask),)
 
 
 @register("dropout2d")
@@ -38,5 +38,5 @@ class Dropout2d(Op):
         self.scale_mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
         return x * self.scale_mask
 
-    def backward(self, g):
-        return (g * Tensor._from_array(self.scale_mask),)
+    def backward(self, grad):
+        return (grad * Tensor._from_array(self.scale_mask),)

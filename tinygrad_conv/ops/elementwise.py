@@ -73,8 +73,8 @@ class Add(Op):
     def forward(self, a, b):
         return a + b
 
-    def backward(self, g):
-        return g, g
+    def backward(self, grad):
+        return grad, grad
 
 
 @register("sub")
@@ -82,8 +82,8 @@ class Sub(Op):
     def forward(self, a, b):
         return a - b
 
-    def backward(self, g):
-        return g, -g
+    def backward(self, grad):
+        return grad, -grad
 
 
 @register("mul")
@@ -91,9 +91,10 @@ class Mul(Op):
     def forward(self, a, b):
         return a * b
 
-    def backward(self, g):
+    def backward(self, grad):
         a, b = self.inputs
-        return (g * b if self.needs_grad[0] else None), (g * a if self.needs_grad[1] else None)
+        return ((grad * b if self.needs_grad[0] else None),
+                (grad * a if self.needs_grad[1] else None))
 
 
 @register("div")
@@ -101,10 +102,10 @@ class Div(Op):
     def forward(self, a, b):
         return a / b
 
-    def backward(self, g):
+    def backward(self, grad):
         a, b = self.inputs
-        ga = g / b if self.needs_grad[0] else None
-        gb = -g * a / (b * b) if self.needs_grad[1] else None
+        ga = grad / b if self.needs_grad[0] else None
+        gb = -grad * a / (b * b) if self.needs_grad[1] else None
         return ga, gb
 
 
@@ -113,18 +114,18 @@ class Pow(Op):
     def forward(self, a, b):
         return a**b
 
-    def backward(self, g):
+    def backward(self, grad):
         a, b = self.inputs
         ga = None
         if self.needs_grad[0]:
             # b * a**(b-1), and 0 where b == 0 (a**(-1) would make 0 * inf at a = 0)
             exponent_shift = Tensor._from_array((b.data == 0).astype(b.dtype))
-            ga = g * b * a ** (b - 1 + exponent_shift)
+            ga = grad * b * a ** (b - 1 + exponent_shift)
         gb = None
         if self.needs_grad[1]:
             # d(a**b)/db = a**b * log(a), defined where a > 0; 0 elsewhere (as PyTorch at a=0)
             positive = Tensor._from_array((a.data > 0).astype(a.dtype))
-            gb = g * self.output() * (a * positive + (1 - positive)).log() * positive
+            gb = grad * self.output() * (a * positive + (1 - positive)).log() * positive
         return ga, gb
 
 
@@ -133,8 +134,8 @@ class Neg(Op):
     def forward(self, a):
         return -a
 
-    def backward(self, g):
-        return (-g,)
+    def backward(self, grad):
+        return (-grad,)
 
 
 @register("exp")
@@ -142,8 +143,8 @@ class Exp(Op):
     def forward(self, a):
         return np.exp(a)
 
-    def backward(self, g):
-        return (g * self.output(),)
+    def backward(self, grad):
+        return (grad * self.output(),)
 
 
 @register("log")
@@ -151,8 +152,8 @@ class Log(Op):
     def forward(self, a):
         return np.log(a)
 
-    def backward(self, g):
-        return (g / self.inputs[0],)
+    def backward(self, grad):
+        return (grad / self.inputs[0],)
 
 
 @register("sqrt")
@@ -160,8 +161,8 @@ class Sqrt(Op):
     def forward(self, a):
         return np.sqrt(a)
 
-    def backward(self, g):
-        return (g / (2 * self.output()),)
+    def backward(self, grad):
+        return (grad / (2 * self.output()),)
 
 
 @register("abs")
@@ -170,8 +171,8 @@ class Abs(Op):
         self.sign = np.sign(a)
         return np.abs(a)
 
-    def backward(self, g):
-        return (g * Tensor._from_array(self.sign),)
+    def backward(self, grad):
+        return (grad * Tensor._from_array(self.sign),)
 
 
 @register("relu")
@@ -180,8 +181,8 @@ class ReLU(Op):
         out, self.mask = kernels().relu(a, want_mask=any(self.needs_grad))
         return out
 
-    def backward(self, g):
-        return (_masked(g, self.mask),)
+    def backward(self, grad):
+        return (_masked(grad, self.mask),)
 
 
 @register("relu_backward")
@@ -193,8 +194,8 @@ class ReluBackward(Op):
     def forward(self, g):
         return kernels().relu_backward(g, self.mask)
 
-    def backward(self, gg):
-        return (_masked(gg, self.mask),)
+    def backward(self, grad):
+        return (_masked(grad, self.mask),)
 
 
 def _masked(g: Tensor, mask: np.ndarray) -> Tensor:
@@ -210,9 +211,9 @@ class Sigmoid(Op):
         e = np.exp(-np.abs(a))
         return np.where(a >= 0, 1 / (1 + e), e / (1 + e)).astype(a.dtype, copy=False)
 
-    def backward(self, g):
+    def backward(self, grad):
         y = self.output()
-        return (g * y * (1 - y),)
+        return (grad * y * (1 - y),)
 
 
 @register("tanh")
@@ -220,9 +221,9 @@ class Tanh(Op):
     def forward(self, a):
         return np.tanh(a)
 
-    def backward(self, g):
+    def backward(self, grad):
         y = self.output()
-        return (g * (1 - y * y),)
+        return (grad * (1 - y * y),)
 
 
 @register("clip")
@@ -236,8 +237,8 @@ class Clip(Op):
             self.inside &= a <= hi
         return np.clip(a, lo, hi).astype(a.dtype, copy=False)
 
-    def backward(self, g):
-        return (g * Tensor._from_array(self.inside),)
+    def backward(self, grad):
+        return (grad * Tensor._from_array(self.inside),)
 
 
 @register("clone")
@@ -245,8 +246,8 @@ class Clone(Op):
     def forward(self, a):
         return a.copy()
 
-    def backward(self, g):
-        return (g,)
+    def backward(self, grad):
+        return (grad,)
 
 
 @register("cast")
@@ -255,8 +256,8 @@ class Cast(Op):
         self.source_dtype = a.dtype
         return a.astype(self.attrs["dtype"])
 
-    def backward(self, g):
-        return (cast(g, self.source_dtype),)
+    def backward(self, grad):
+        return (cast(grad, self.source_dtype),)
 
 
 def add(a: Any, b: Any) -> Tensor:
@@ -351,10 +352,10 @@ class Where(Op):
     def forward(self, a, b):
         return np.where(self.attrs["condition"], a, b)
 
-    def backward(self, g):
+    def backward(self, grad):
         keep = self.attrs["condition"]
-        ga = g * Tensor._from_array(keep.astype(g.dtype)) if self.needs_grad[0] else None
-        gb = g * Tensor._from_array((~keep).astype(g.dtype)) if self.needs_grad[1] else None
+        ga = grad * Tensor._from_array(keep.astype(grad.dtype)) if self.needs_grad[0] else None
+        gb = grad * Tensor._from_array((~keep).astype(grad.dtype)) if self.needs_grad[1] else None
         return ga, gb
 
 
@@ -365,12 +366,12 @@ class Remainder(Op):
     def forward(self, a, b):
         return np.mod(a, b)
 
-    def backward(self, g):
+    def backward(self, grad):
         a, b = self.inputs
-        ga = g if self.needs_grad[0] else None
+        ga = grad if self.needs_grad[0] else None
         gb = None
         if self.needs_grad[1]:
-            gb = -g * Tensor._from_array(np.floor_divide(a.data, b.data))
+            gb = -grad * Tensor._from_array(np.floor_divide(a.data, b.data))
         return ga, gb
 
 
@@ -451,9 +452,9 @@ class Erf(Op):
     def forward(self, a):
         return _erf_array(a)
 
-    def backward(self, g):
+    def backward(self, grad):
         (a,) = self.inputs
-        return (g * (a * a * -1.0).exp() * (2.0 / np.sqrt(np.pi)),)
+        return (grad * (a * a * -1.0).exp() * (2.0 / np.sqrt(np.pi)),)
 
 
 def erf(a: Tensor) -> Tensor:

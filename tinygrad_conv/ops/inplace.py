@@ -91,8 +91,8 @@ class Fill(Op):
     def forward(self, a):
         return np.full_like(a, self.attrs["value"])
 
-    def backward(self, g):
-        return (_zeros_like(g),)
+    def backward(self, grad):
+        return (_zeros_like(grad),)
 
 
 @register("copy_")
@@ -104,9 +104,9 @@ class Copy(Op):
         self.src_dtype = src.dtype
         return np.broadcast_to(src, a.shape).astype(a.dtype)
 
-    def backward(self, g):
-        gs = g if g.dtype == self.src_dtype else cast(g, self.src_dtype)
-        return _zeros_like(g), gs
+    def backward(self, grad):
+        gs = grad if grad.dtype == self.src_dtype else cast(grad, self.src_dtype)
+        return _zeros_like(grad), gs
 
 
 def _zeros_like(g: Tensor) -> Tensor:

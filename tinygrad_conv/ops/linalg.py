@@ -26,10 +26,10 @@ class MatMul(Op):
     def forward(self, a, b):
         return kernels().matmul(a, b)
 
-    def backward(self, g):
+    def backward(self, grad):
         a, b = self.inputs
-        ga = g @ _swap_last(b) if self.needs_grad[0] else None
-        gb = _swap_last(a) @ g if self.needs_grad[1] else None
+        ga = grad @ _swap_last(b) if self.needs_grad[0] else None
+        gb = _swap_last(a) @ grad if self.needs_grad[1] else None
         return ga, gb
 
 
@@ -72,18 +72,18 @@ class Linear(Op):
             out += b
         return out
 
-    def backward(self, g):
+    def backward(self, grad):
         x, w = self.inputs[0], self.inputs[1]
         x_shape = x.shape
-        if g.ndim != 2:  # (..., out): the products and the bias sum run over all rows at once
+        if grad.ndim != 2:  # (..., out): the products and the bias sum run over all rows at once
             rows = math.prod(x_shape[:-1])
-            g, x = reshape(g, (rows, g.shape[-1])), reshape(x, (rows, x.shape[-1]))
+            grad, x = reshape(grad, (rows, grad.shape[-1])), reshape(x, (rows, x.shape[-1]))
         # the shapes are the forward's, known to fit: MatMul directly, without matmul's checks
-        gx = reshape(MatMul().apply(g, w), x_shape) if self.needs_grad[0] else None
-        gw = LinearGradWeight().apply(g, x) if self.needs_grad[1] else None
+        gx = reshape(MatMul().apply(grad, w), x_shape) if self.needs_grad[0] else None
+        gw = LinearGradWeight().apply(grad, x) if self.needs_grad[1] else None
         grads = (gx, gw)
         if len(self.inputs) == 3:
-            grads += (reduce_sum(g, 0) if self.needs_grad[2] else None,)
+            grads += (reduce_sum(grad, 0) if self.needs_grad[2] else None,)
         return grads
 
 
@@ -92,14 +92,15 @@ class LinearGradWeight(Op):
     """dW = g.T @ x: upstream g (N, out) and input x (N, in) -> (out, in), one GEMM that
     reads g transposed in place (no transposed copy, no separate transpose op).
 
-    Bilinear in (g, x); for upstream u (out, in): d/dg = x @ u.T, d/dx = g @ u.
+    Bilinear in (g, x); for the upstream gradient ``grad`` (out, in): d/dg = x @ grad.T,
+    d/dx = g @ grad.
     """
 
     def forward(self, g, x):
         return kernels().matmul(g.T, x)
 
-    def backward(self, u):
+    def backward(self, grad):
         g, x = self.inputs
-        grad_g = MatMul().apply(x, _swap_last(u)) if self.needs_grad[0] else None
-        grad_x = MatMul().apply(g, u) if self.needs_grad[1] else None
+        grad_g = MatMul().apply(x, _swap_last(grad)) if self.needs_grad[0] else None
+        grad_x = MatMul().apply(g, grad) if self.needs_grad[1] else None
         return grad_g, grad_x

@@ -21,29 +21,30 @@ class LogSoftmax(Op):
     def forward(self, x):
         return _log_softmax_array(x, self.attrs["axis"])
 
-    def backward(self, g):
-        return (LogSoftmaxBackward(axis=self.attrs["axis"]).apply(g, self.output()),)
+    def backward(self, grad):
+        return (LogSoftmaxBackward(axis=self.attrs["axis"]).apply(grad, self.output()),)
 
 
 @register("log_softmax_backward")
 class LogSoftmaxBackward(Op):
     """d/dx of log_softmax for upstream g, from its output y: g - exp(y) * sum(g).
 
-    One op instead of four (exp, sum, mul, sub). Its own backward, for upstream u, with
-    s = exp(y): d/dg = u - sum(u * s), d/dy = -u * s * sum(g) (sums along the axis).
+    One op instead of four (exp, sum, mul, sub). Its own backward, for the upstream gradient
+    ``grad`` and s = exp(y): d/dg = grad - sum(grad * s), d/dy = -grad * s * sum(g) (sums
+    along the axis).
     """
 
     def forward(self, g, y):
         axis = self.attrs["axis"]
         return g - np.exp(y) * g.sum(axis=axis, keepdims=True)
 
-    def backward(self, u):
+    def backward(self, grad):
         g, y = self.inputs
         axis = self.attrs["axis"]
         s = y.exp()
-        du_s = u * s
-        grad_g = u - reduce_sum(du_s, axis, keepdims=True) if self.needs_grad[0] else None
-        grad_y = -du_s * reduce_sum(g, axis, keepdims=True) if self.needs_grad[1] else None
+        grad_s = grad * s
+        grad_g = grad - reduce_sum(grad_s, axis, keepdims=True) if self.needs_grad[0] else None
+        grad_y = -grad_s * reduce_sum(g, axis, keepdims=True) if self.needs_grad[1] else None
         return grad_g, grad_y
 
 
@@ -52,9 +53,9 @@ class Softmax(Op):
     def forward(self, x):
         return np.exp(_log_softmax_array(x, self.attrs["axis"]))
 
-    def backward(self, g):
+    def backward(self, grad):
         y = self.output()
-        return (y * (g - reduce_sum(g * y, self.attrs["axis"], keepdims=True)),)
+        return (y * (grad - reduce_sum(grad * y, self.attrs["axis"], keepdims=True)),)
 
 
 @register("nll_loss")
@@ -72,11 +73,11 @@ class NLLLoss(Op):
         total = picked.sum(dtype=log_probs.dtype)
         return (total * log_probs.dtype.type(scale)).astype(log_probs.dtype)
 
-    def backward(self, g):
+    def backward(self, grad):
         if self.attrs["reduction"] == "none":
-            g = g.unsqueeze(-1)
+            grad = grad.unsqueeze(-1)
         # the shapes broadcast by construction: Mul directly, without mul's operand checks
-        return (Mul().apply(g, Tensor._from_array(self.weights)),)
+        return (Mul().apply(grad, Tensor._from_array(self.weights)),)
 
 
 def _axis_of(name: str, x: Tensor, dim: int) -> int:
@@ -103,8 +104,8 @@ class BinaryCrossEntropyWithLogits(Op):
     def forward(self, x, y):
         return np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x)))
 
-    def backward(self, g):
+    def backward(self, grad):
         x, y = self.inputs
-        gx = g * (x.sigmoid() - y) if self.needs_grad[0] else None
-        gy = -g * x if self.needs_grad[1] else None
+        gx = grad * (x.sigmoid() - y) if self.needs_grad[0] else None
+        gy = -grad * x if self.needs_grad[1] else None
         return gx, gy

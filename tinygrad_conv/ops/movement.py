@@ -27,8 +27,8 @@ class Reshape(Op):
                 f"into {self.attrs['shape']}"
             ) from None
 
-    def backward(self, g):
-        return (reshape(g, self.in_shape),)
+    def backward(self, grad):
+        return (reshape(grad, self.in_shape),)
 
 
 @register("permute")
@@ -39,8 +39,8 @@ class Permute(Op):
             raise ValueError(f"permute: {axes} is not a permutation of the {a.ndim} axes")
         return np.transpose(a, axes)
 
-    def backward(self, g):
-        return (permute(g, tuple(np.argsort([x % g.ndim for x in self.attrs["axes"]]))),)
+    def backward(self, grad):
+        return (permute(grad, tuple(np.argsort([x % grad.ndim for x in self.attrs["axes"]]))),)
 
 
 @register("broadcast_to")
@@ -49,8 +49,8 @@ class BroadcastTo(Op):
         self.in_shape = a.shape
         return np.broadcast_to(a, self.attrs["shape"])
 
-    def backward(self, g):
-        return (sum_to(g, self.in_shape),)
+    def backward(self, grad):
+        return (sum_to(grad, self.in_shape),)
 
 
 @register("sum_to")
@@ -67,8 +67,8 @@ class SumTo(Op):
         out = a.sum(axis=axes, keepdims=True) if axes else a
         return out.reshape(shape)
 
-    def backward(self, g):
-        return (broadcast_to(g, self.in_shape),)
+    def backward(self, grad):
+        return (broadcast_to(grad, self.in_shape),)
 
 
 def _plain_index(index: Any) -> Any:
@@ -93,8 +93,8 @@ class GetItem(Op):
         self.in_shape = a.shape
         return a[self.attrs["index"]]
 
-    def backward(self, g):
-        return (scatter_add(g, self.attrs["index"], self.in_shape),)
+    def backward(self, grad):
+        return (scatter_add(grad, self.attrs["index"], self.in_shape),)
 
 
 @register("scatter_add")
@@ -110,8 +110,8 @@ class ScatterAdd(Op):
             np.add.at(out, index, a)
         return out
 
-    def backward(self, g):
-        return (getitem(g, self.attrs["index"]),)
+    def backward(self, grad):
+        return (getitem(grad, self.attrs["index"]),)
 
 
 @register("pad")
@@ -120,10 +120,10 @@ class Pad(Op):
         self.in_shape = a.shape
         return np.pad(a, self.attrs["pad_width"], constant_values=self.attrs["value"])
 
-    def backward(self, g):
+    def backward(self, grad):
         widths = self.attrs["pad_width"]
         inside = tuple(slice(lo, lo + n) for (lo, _), n in zip(widths, self.in_shape))
-        return (getitem(g, inside),)
+        return (getitem(grad, inside),)
 
 
 @register("cat")
@@ -132,11 +132,11 @@ class Cat(Op):
         self.sizes = [a.shape[self.attrs["axis"]] for a in arrays]
         return np.concatenate(arrays, axis=self.attrs["axis"])
 
-    def backward(self, g):
-        axis, grads, start = self.attrs["axis"] % g.ndim, [], 0
+    def backward(self, grad):
+        axis, grads, start = self.attrs["axis"] % grad.ndim, [], 0
         for size, needed in zip(self.sizes, self.needs_grad):
             index = (slice(None),) * axis + (slice(start, start + size),)
-            grads.append(getitem(g, index) if needed else None)
+            grads.append(getitem(grad, index) if needed else None)
             start += size
         return tuple(grads)
 

@@ -68,15 +68,15 @@ class BatchNorm(Op):
         bias = params[int(has_weight)] if has_bias else None
         return weight, bias
 
-    def backward(self, g: Tensor) -> tuple[Tensor | None, ...]:
+    def backward(self, grad: Tensor) -> tuple[Tensor | None, ...]:
         if is_grad_enabled():  # create_graph: the same formulas on Tensors, recorded again
             xhat, inv_std = self._stats_as_tensors()
             weight, _ = self._split(self.inputs[1:])
-            upstream = g
+            upstream = grad
         else:
             xhat, inv_std = self.xhat, self.inv_std
             weight, _ = self._split(tuple(t.data for t in self.inputs[1:]))
-            upstream = g.data
+            upstream = grad.data
         grads = _grads(upstream, xhat, inv_std, weight, self.attrs["training"])
         if not is_grad_enabled():
             grads = tuple(Tensor._from_array(np.asarray(v)) for v in grads)

@@ -48,8 +48,8 @@ class Sum(_Reduce):
     def forward(self, a):
         return kernels().sum_axes(a, self.axes_for(a), self.attrs["keepdims"])
 
-    def backward(self, g):
-        return (_expand_back(g, self.in_shape, self.axes, self.attrs["keepdims"]),)
+    def backward(self, grad):
+        return (_expand_back(grad, self.in_shape, self.axes, self.attrs["keepdims"]),)
 
 
 @register("mean")
@@ -57,9 +57,9 @@ class Mean(_Reduce):
     def forward(self, a):
         return np.mean(a, axis=self.axes_for(a), keepdims=self.attrs["keepdims"])
 
-    def backward(self, g):
+    def backward(self, grad):
         count = int(np.prod([self.in_shape[i] for i in self.axes]))
-        return (_expand_back(g, self.in_shape, self.axes, self.attrs["keepdims"]) / count,)
+        return (_expand_back(grad, self.in_shape, self.axes, self.attrs["keepdims"]) / count,)
 
 
 class _Extreme(_Reduce):
@@ -77,9 +77,9 @@ class _Extreme(_Reduce):
             self.share = hits / hits.sum(axis=axes, keepdims=True, dtype=a.dtype)
         return out if self.attrs["keepdims"] else np.squeeze(out, axis=axes)
 
-    def backward(self, g):
-        spread = _expand_back(g, self.in_shape, self.axes, self.attrs["keepdims"])
-        return (spread * Tensor._from_array(self.share.astype(g.dtype, copy=False)),)
+    def backward(self, grad):
+        spread = _expand_back(grad, self.in_shape, self.axes, self.attrs["keepdims"])
+        return (spread * Tensor._from_array(self.share.astype(grad.dtype, copy=False)),)
 
 
 @register("max")
