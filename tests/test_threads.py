@@ -314,3 +314,26 @@ def test_an_error_in_a_worker_reaches_the_caller_after_all_finished(split_in_thr
         split_in_three.over_batch(work, 6, 10**6)
     assert sorted(finished) == [0, 4]
     conv_step_is_right()
+
+
+def test_no_buffer_outlives_its_split_in_a_worker(split_in_three):
+    """After a split returns, the pool's threads hold nothing of it (issue: the last split's
+    buffers stayed alive in a worker after training)."""
+    import gc
+    import weakref
+
+    class Buffer:
+        def __init__(self) -> None:
+            self.data = np.zeros(1 << 20)
+
+    buffer = Buffer()
+    alive = weakref.ref(buffer)
+
+    def work(s: slice) -> None:
+        buffer.data[s] += 1
+
+    split_in_three.over_batch(work, 6, 10**6)
+    np.testing.assert_array_equal(buffer.data[:6], 1)
+    del buffer, work
+    gc.collect()
+    assert alive() is None
