@@ -281,3 +281,28 @@ def test_saving_through_a_symlink_writes_its_target(tmp_path):
     assert link.is_symlink() and os.readlink(link) == str(target)
     np.testing.assert_array_equal(tc.load(target)["w"], np.ones(2))
     assert _temps(tmp_path) == [] and _temps(tmp_path / "real") == []
+
+
+def test_saves_from_two_threads_into_one_folder_do_not_remove_each_others_temps(tmp_path):
+    """A save cleans stale temps first; another thread's save in progress is not stale."""
+    import threading
+
+    big = {"w": np.arange(3_000_000, dtype=np.float32)}  # long enough for the saves to overlap
+    errors = []
+
+    def save_many(name):
+        try:
+            for _ in range(5):
+                tc.save(big, tmp_path / name)
+        except BaseException as error:  # handed to the test
+            errors.append(error)
+
+    threads = [threading.Thread(target=save_many, args=(f"{k}.npz",)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+    for k in range(3):
+        np.testing.assert_array_equal(tc.load(tmp_path / f"{k}.npz")["w"], big["w"])
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

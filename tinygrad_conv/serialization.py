@@ -25,9 +25,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
-import stat
-import uuid
 import zipfile
 from collections.abc import Callable
 from typing import IO, Any
@@ -35,6 +32,7 @@ from typing import IO, Any
 import numpy as np
 from numpy.lib import format as npy_format
 
+from ._files import write_atomic
 from .safetensors_io import is_safetensors_path, load_safetensors, save_safetensors
 from .tensor import Tensor
 
@@ -136,90 +134,13 @@ def _add_array(arr: np.ndarray, arrays: dict[str, np.ndarray], where: str) -> st
     return name
 
 
-# .NAME.PID.RANDOM.tmp; before PIDs were in the name, .NAME.RANDOM.tmp
-_TEMP = re.compile(r"^\..+?\.(?:(\d+)\.)?[0-9a-f]{12}\.tmp$")
-
-
 def _atomic_write(path: str, arrays: dict[str, np.ndarray]) -> None:
-    path = os.path.realpath(path)  # through a symlink: replace the file, keep the link
-    folder, name = os.path.split(path)
-    _remove_stale_temps(folder)
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    fd = os.open(tmp, flags, 0o666)  # the umask applies, as for any new file
-    try:
-        _keep_mode(path, fd)
-        with os.fdopen(fd, "wb") as f:
-            _write_npz(f, arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    _fsync_dir(folder)
-
-
-def _keep_mode(path: str, fd: int) -> None:
-    """Give the new file the permission bits of the file it replaces, if any."""
-    try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-    except OSError:
-        return
-    if hasattr(os, "fchmod"):
-        os.fchmod(fd, mode)
-
-
-def _remove_stale_temps(folder: str) -> None:
-    """Delete the temporary files of saves into ``folder`` whose process no longer runs."""
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return
-    for name in names:
-        match = _TEMP.match(name)
-        if match and not _running(match.group(1)):
-            try:
-                os.remove(os.path.join(folder, name))
-            except OSError:
-                pass
-
-
-def _running(pid: str | None) -> bool:
-    """Whether the process that wrote a temp file may still be writing it."""
-    if pid is None:
-        return False  # an older tc.save's temp file: its save ended long ago
-    if int(pid) == os.getpid():
-        return False  # this process saves one file at a time per thread... and is here
-    if os.name != "posix":
-        return True  # no safe liveness check: leave it
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
+    write_atomic(path, lambda f: _write_npz(f, arrays))
 
 
 def _write_npz(f: IO[bytes], arrays: dict[str, np.ndarray]) -> None:
     """The npz payload; to a file object, so numpy does not append '.npz' to the name."""
     np.savez(f, **arrays)
-
-
-def _fsync_dir(folder: str) -> None:
-    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ---- reading ----------------------------------------------------------------------------
