@@ -326,14 +326,16 @@ def test_no_buffer_outlives_its_split_in_a_worker(split_in_three):
         def __init__(self) -> None:
             self.data = np.zeros(1 << 20)
 
-    buffer = Buffer()
-    alive = weakref.ref(buffer)
+    def split_once() -> weakref.ref:
+        buffer = Buffer()
 
-    def work(s: slice) -> None:
-        buffer.data[s] += 1
+        def work(s: slice) -> None:
+            buffer.data[s] += 1
 
-    split_in_three.over_batch(work, 6, 10**6)
-    np.testing.assert_array_equal(buffer.data[:6], 1)
-    del buffer, work
+        split_in_three.over_batch(work, 6, 10**6)
+        np.testing.assert_array_equal(buffer.data[:6], 1)
+        return weakref.ref(buffer)
+
+    alive = split_once()
     gc.collect()
     assert alive() is None
