@@ -9,7 +9,9 @@ tests hold them equal), by other means:
 - ``parallel.py``: the batch split over a thread pool, GEMMs split the same way;
 - ``gemm.py``: float32 products on oneDNN's sgemm where installed, else NumPy's BLAS;
 - ``memory.py``: glibc's allocator told to keep freed large blocks (applied when this
-  backend loads; ``TINYGRAD_CONV_MALLOC_TUNING=0`` turns it off).
+  backend loads; ``TINYGRAD_CONV_MALLOC_TUNING=0`` turns it off);
+- ``compiled.py``: relu, its backward and tiled max pooling as one compiled pass each,
+  where numba is installed (``TINYGRAD_CONV_NUMBA=0`` turns it off).
 
 It fuses conv2d's three formulas (``fused``) for ungrouped convolutions; grouped ones run
 the op's formula on the kernels below.
@@ -22,7 +24,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ...geometry import Window
-from . import gemm, kernels, parallel
+from . import compiled, gemm, kernels, parallel
 from .memory import tune_allocator
 
 NAME = "fast"
@@ -82,6 +84,15 @@ def relu(a: np.ndarray, want_mask: bool) -> tuple[np.ndarray, np.ndarray | None]
     """As reference.relu, the batch split over the threads; out keeps a's memory layout."""
     out = np.empty_like(a)
     mask = np.empty_like(a, dtype=bool) if want_mask else None
+    rows = compiled.rows_in_memory(a) if compiled.AVAILABLE else None
+    if rows is not None:  # one compiled pass: the value and the mask
+        out_rows = compiled.rows_in_memory(out)
+        mask_rows = compiled.rows_in_memory(mask) if want_mask else out_rows
+        if out_rows is not None and mask_rows is not None:
+            parallel.over_batch(lambda s: compiled.relu_rows(rows[s], out_rows[s],
+                                                             mask_rows[s], want_mask),
+                                len(rows), a.size)
+            return out, mask
 
     def work(s: slice) -> None:
         np.maximum(a[s], 0, out=out[s])
@@ -95,6 +106,14 @@ def relu(a: np.ndarray, want_mask: bool) -> tuple[np.ndarray, np.ndarray | None]
 def relu_backward(g: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """As reference.relu_backward, the batch split over the threads."""
     out = np.empty_like(g)  # keeps g's memory layout
+    rows, mask_rows = ((compiled.rows_in_memory(g), compiled.rows_in_memory(mask))
+                       if compiled.AVAILABLE and g.strides == _strides_like(mask, g)
+                       else (None, None))
+    if rows is not None and mask_rows is not None:  # same layout: one compiled pass
+        out_rows = compiled.rows_in_memory(out)
+        parallel.over_batch(lambda s: compiled.masked_rows(rows[s], mask_rows[s], out_rows[s]),
+                            len(rows), g.size)
+        return out
 
     def work(s: slice) -> None:
         np.multiply(g[s], mask[s], out=out[s])
@@ -103,16 +122,45 @@ def relu_backward(g: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def _strides_like(mask: np.ndarray, g: np.ndarray) -> tuple[int, ...]:
+    """mask's strides scaled to g's item size (equal to g's when both share one layout)."""
+    return tuple(s * g.itemsize // mask.itemsize for s in mask.strides)
+
+
 def max_pool(x: np.ndarray, geo: Window) -> tuple[np.ndarray, np.ndarray]:
     """As reference.max_pool; the winner is a channels-first view of channels-last memory."""
+    xl = kernels.channels_last(x)
+    if compiled.AVAILABLE and xl.flags.c_contiguous and _tiles(geo):  # one compiled pass
+        (n, c), (ho, wo), (kh, kw) = x.shape[:2], geo.out_hw, geo.kernel
+        out = np.empty((n, ho, wo, c), x.dtype)
+        won = np.empty((n, ho, wo, c), np.uint8 if kh * kw <= 256 else np.int32)
+        parallel.over_batch(lambda s: compiled.max_pool_tiled(xl[s], kh, kw, out[s], won[s]),
+                            n, x.size)
+        return kernels.channels_first(out), kernels.channels_first(won)
     out, winner = kernels.max_pool_forward(x, geo.kernel, geo.stride, geo.padding)
     return out, kernels.channels_first(winner)
 
 
 def max_pool_backward(dout: np.ndarray, winner: np.ndarray, geo: Window) -> np.ndarray:
     """As reference.max_pool_backward."""
+    won = kernels.channels_last(winner)
+    if compiled.AVAILABLE and won.flags.c_contiguous and _tiles(geo):  # one compiled pass
+        (n, c), (h, w), (kh, kw) = geo.x_shape[:2], geo.x_shape[2:], geo.kernel
+        gl = kernels.channels_last(dout)
+        dx = np.empty((n, h, w, c), dout.dtype)
+
+        def work(s: slice) -> None:
+            part = gl[s] if gl.flags.c_contiguous else np.ascontiguousarray(gl[s])
+            compiled.max_pool_scatter_tiled(part, won[s], kh, kw, dx[s])
+
+        parallel.over_batch(work, n, dx.size)
+        return kernels.channels_first(dx)
     return kernels.window_scatter(dout, geo.x_shape, geo.kernel, geo.stride, geo.padding,
-                                  winner=kernels.channels_last(winner))
+                                  winner=won)
+
+
+def _tiles(geo: Window) -> bool:
+    return compiled.tiles(geo.x_shape, geo.kernel, geo.stride, geo.padding)
 
 
 def max_pool_gather(x: np.ndarray, winner: np.ndarray, geo: Window) -> np.ndarray:
@@ -170,4 +218,4 @@ def fused(name: str, geo: Window) -> Callable | None:
     return _FUSED.get(name) if geo.groups == 1 else None
 
 
-__all__ = ["gemm", "kernels", "parallel"]
+__all__ = ["compiled", "gemm", "kernels", "parallel"]
