@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tinygrad_conv as tc
@@ -73,14 +73,30 @@ def pool_cases(draw):
     padding = (draw(st.integers(0, kernel[0] // 2)), draw(st.integers(0, kernel[1] // 2)))
     h = draw(st.integers(max(1, kernel[0] - 2 * padding[0]), 9))
     w = draw(st.integers(max(1, kernel[1] - 2 * padding[1]), 9))
+    if draw(st.booleans()):  # windows that tile the input (the fast backend's compiled case)
+        stride, padding = kernel, (0, 0)
+        h, w = kernel[0] * draw(st.integers(1, 3)), kernel[1] * draw(st.integers(1, 3))
     n, c = draw(st.integers(1, 4)), draw(st.integers(1, 5))
     seed = draw(st.integers(0, 2**16))
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     if draw(st.booleans()):  # ties: the first maximum must win in both backends
         x = np.round(x)
+    if draw(st.booleans()):  # a NaN is the maximum of its windows, as np.argmax has it
+        x.flat[draw(st.integers(0, x.size - 1))] = np.nan
     window = Window((n, c, h, w), kernel, stride, padding)
     return window, layouts(x, draw(st.sampled_from(["contiguous", "channels last"])))
+
+
+@pytest.fixture(params=["compiled", "numpy"])
+def fast_kernels(request, monkeypatch):
+    """The fast backend's memory-bound kernels compiled (numba, where installed) or as NumPy
+    passes: both are held to the reference."""
+    from tinygrad_conv.backends.fast import compiled
+
+    if request.param == "compiled" and not compiled.AVAILABLE:
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(compiled, "AVAILABLE", request.param == "compiled")
 
 
 def close(a: np.ndarray, b: np.ndarray, scale: float = 1.0) -> None:
@@ -165,9 +181,13 @@ def test_sum_axes_matches_reference(axes, keepdims, layout):
     close(fast.sum_axes(a, axes, keepdims), reference.sum_axes(a, axes, keepdims), scale=100)
 
 
-@given(st.sampled_from([(), (5,), (3, 4), (2, 3, 4, 5)]), st.booleans())
-def test_relu_and_its_backward_match_reference(shape, want_mask):
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])  # set once, read only
+@given(st.sampled_from([(), (5,), (3, 4), (2, 3, 4, 5), (0, 3)]), st.booleans(),
+       st.sampled_from(["contiguous", "channels last"]))
+def test_relu_and_its_backward_match_reference(fast_kernels, shape, want_mask, layout):
     a = np.round(np.random.default_rng(5).standard_normal(shape) * 2).astype(np.float32)
+    if len(shape) == 4:
+        a = layouts(a, layout)
     out, mask = fast.relu(a, want_mask)
     ref_out, ref_mask = reference.relu(a, want_mask)
     np.testing.assert_array_equal(out, ref_out)
@@ -178,8 +198,9 @@ def test_relu_and_its_backward_match_reference(shape, want_mask):
         np.testing.assert_array_equal(fast.relu_backward(g, mask), reference.relu_backward(g, mask))
 
 
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])  # set once, read only
 @given(pool_cases())
-def test_max_pool_kernels_match_reference(case):
+def test_max_pool_kernels_match_reference(fast_kernels, case):
     window, x = case
     out, winner = fast.max_pool(x, window)
     ref_out, ref_winner = reference.max_pool(x, window)

@@ -555,6 +555,11 @@ def max_pool_forward(x: np.ndarray, kernel: Pair, stride: Pair,
             np.maximum(won, better * index_type(k), out=won)
 
     over_batch(work, len(out), out.size * len(views))
+    nan = np.isnan(out)
+    if nan.any():  # a NaN is its window's maximum (np.argmax's rule, PyTorch's); the
+        # compares above never pick one, so its winner is set here: the first NaN
+        first_nan = np.argmax(np.isnan(np.stack(views)), axis=0)
+        winner[nan] = first_nan[nan]
     return channels_first(out), winner
 
 
