@@ -167,3 +167,15 @@ def test_against_pytorch(rng, cls, shape, kwargs):
     a = rng.standard_normal(shape).astype(np.float32)
     np.testing.assert_allclose(ours(a).data, theirs(torch.from_numpy(a)).detach().numpy(),
                                rtol=1e-4, atol=1e-5)
+
+
+def test_empty_batch_in_eval_mode_as_pytorch():
+    """N = 0 through BatchNorm in eval mode gives an empty output and an empty gradient (as
+    PyTorch); in training mode there are no values to take statistics of: an error."""
+    for layer, shape in ((nn.BatchNorm2d(3), (0, 3, 4, 4)), (nn.BatchNorm1d(3), (0, 3))):
+        x = tc.zeros(*shape, requires_grad=True)
+        y = layer.eval()(x)
+        y.sum().backward()
+        assert y.shape == shape and x.grad.shape == shape
+        with pytest.raises(ValueError, match="more than 1 value per channel"):
+            layer.train()(tc.zeros(*shape))
