@@ -316,13 +316,8 @@ def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Tensor:  # noq
 def dropout(x: Any, p: float = 0.5, training: bool = True) -> Tensor:
     """Zero each entry with probability p and scale the rest by 1/(1-p); identity in eval."""
     x = as_tensor(x)
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
-    if not training or p == 0.0:
-        return x
-    if p == 1.0:
-        return x * 0.0
-    return dropout_ops.Dropout(p=p).apply(x)
+    trivial = _dropout_without_op("dropout", x, p, training)
+    return trivial if trivial is not None else dropout_ops.Dropout(p=p).apply(x)
 
 
 def dropout2d(x: Any, p: float = 0.5, training: bool = True) -> Tensor:
@@ -333,11 +328,19 @@ def dropout2d(x: Any, p: float = 0.5, training: bool = True) -> Tensor:
         raise ValueError(f"dropout2d: p must be in [0, 1], got {p}")
     if x.ndim not in (3, 4):
         raise ValueError(f"dropout2d: expected (N, C, H, W) or (C, H, W), got shape {x.shape}")
+    trivial = _dropout_without_op("dropout2d", x, p, training)
+    return trivial if trivial is not None else dropout_ops.Dropout2d(p=p).apply(x)
+
+
+def _dropout_without_op(name: str, x: Tensor, p: float, training: bool) -> Tensor | None:
+    """Check p; x itself in eval or at p = 0, zeros at p = 1, else None (an op is needed)."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{name}: p must be in [0, 1], got {p}")
     if not training or p == 0.0:
         return x
     if p == 1.0:
         return x * 0.0
-    return dropout_ops.Dropout2d(p=p).apply(x)
+    return None
 
 
 def pad(x: Any, pad_width: Any, value: float = 0) -> Tensor:
