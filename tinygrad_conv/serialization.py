@@ -59,7 +59,7 @@ def save(obj: Any, path: PathLike) -> None:
     root = _encode(obj, arrays, "obj")
     doc = json.dumps({"format": FORMAT, "version": VERSION, "root": root}, allow_nan=False)
     arrays[STRUCTURE] = np.frombuffer(doc.encode("utf-8"), dtype=np.uint8)
-    _atomic_write(os.fspath(path), arrays)
+    write_atomic(os.fspath(path), lambda f: _write_npz(f, arrays))
 
 
 def load(path: PathLike) -> Any:
@@ -132,10 +132,6 @@ def _add_array(arr: np.ndarray, arrays: dict[str, np.ndarray], where: str) -> st
     name = f"a{len(arrays)}"
     arrays[name] = arr
     return name
-
-
-def _atomic_write(path: str, arrays: dict[str, np.ndarray]) -> None:
-    write_atomic(path, lambda f: _write_npz(f, arrays))
 
 
 def _write_npz(f: IO[bytes], arrays: dict[str, np.ndarray]) -> None:

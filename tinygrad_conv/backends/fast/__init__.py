@@ -160,7 +160,7 @@ def max_pool_backward(dout: np.ndarray, winner: np.ndarray, geo: Window) -> np.n
 
 
 def _tiles(geo: Window) -> bool:
-    return compiled.tiles(geo.x_shape, geo.kernel, geo.stride, geo.padding)
+    return kernels.windows_tile(geo.x_shape, geo.kernel, geo.stride, geo.padding)
 
 
 def max_pool_gather(x: np.ndarray, winner: np.ndarray, geo: Window) -> np.ndarray:

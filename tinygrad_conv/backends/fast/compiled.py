@@ -107,10 +107,3 @@ def rows_in_memory(a: np.ndarray) -> np.ndarray | None:
             return nhwc.reshape(a.shape[0], row)
     return None
 
-
-def tiles(x_shape: tuple[int, ...], kernel: tuple[int, int], stride: tuple[int, int],
-          padding: tuple[int, int]) -> bool:
-    """Whether pooling windows tile the input exactly (stride = kernel, no padding, no rest)."""
-    (h, w), (kh, kw) = x_shape[2:], kernel
-    return (tuple(stride) == tuple(kernel) and tuple(padding) == (0, 0)
-            and h % kh == 0 and w % kw == 0)

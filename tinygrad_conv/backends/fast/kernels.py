@@ -563,6 +563,13 @@ def max_pool_forward(x: np.ndarray, kernel: Pair, stride: Pair,
     return channels_first(out), winner
 
 
+def windows_tile(x_shape: tuple[int, ...], kernel: Pair, stride: Pair, padding: Pair) -> bool:
+    """Whether pooling windows tile the input exactly (stride = kernel, no padding, no rest)."""
+    (h, w), (kh, kw) = x_shape[2:], kernel
+    return (tuple(stride) == tuple(kernel) and tuple(padding) == (0, 0)
+            and h % kh == 0 and w % kw == 0)
+
+
 def _overlapping(kernel: Pair, stride: Pair) -> bool:
     return stride[0] < kernel[0] or stride[1] < kernel[1]
 
@@ -585,8 +592,7 @@ def window_scatter(values: np.ndarray, x_shape: tuple[int, int, int, int], kerne
     out_hw = vl.shape[1:3]
     add = _overlapping(kernel, stride)  # disjoint windows can be written, not accumulated
     # windows that tile the input exactly write every pixel once: no zeroing needed
-    tiled = not add and padding == (0, 0) and out_hw == (h // kernel[0], w // kernel[1]) \
-        and h % kernel[0] == 0 and w % kernel[1] == 0 and tuple(stride) == tuple(kernel)
+    tiled = windows_tile(x_shape, kernel, stride, padding)
     dxp = (np.empty if tiled else np.zeros)((n, h + 2 * ph, w + 2 * pw, c), dtype=values.dtype)
     offsets = [(i, j) for i in range(kernel[0]) for j in range(kernel[1])]
 
