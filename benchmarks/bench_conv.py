@@ -24,9 +24,11 @@ SHAPES = [
     (64, 16, 28, 28, 32, 5, 2, 2),
     (128, 1, 28, 28, 8, 5, 1, 0),
 ]
-# forward+backward must reach this fraction of the GEMM rate on these shapes
-GEMM_TARGET = 0.70
-GEMM_TARGET_SHAPES = {(64, 32, 14, 14, 64, 3, 1, 1), (32, 64, 56, 56, 64, 3, 1, 1)}
+# targets, ours/torch time in the same run: fwd+bwd at most TARGET_SHAPES_RATIO on these
+# shapes, no pass of any shape over ANY_SHAPE_RATIO
+TARGET_SHAPES = {(64, 32, 14, 14, 64, 3, 1, 1), (32, 64, 56, 56, 64, 3, 1, 1)}
+TARGET_SHAPES_RATIO = 1.0
+ANY_SHAPE_RATIO = 1.2
 
 
 @dataclass(frozen=True)
@@ -219,6 +221,7 @@ class Row:
     torch: common.Timing | None = None
     diff: tuple[float, float] | None = None
     gemm_rates: dict[str, float] | None = None  # GFLOP/s by GEMM_CASES name (fwd rows)
+    algorithm: str = ""  # what the fast backend ran: "fwd" or "fwd / dX / dW"
 
     @property
     def gflops(self) -> float:
@@ -238,11 +241,14 @@ class Row:
         return self.flops / self.torch.median / 1e9 if self.torch else None
 
     def target(self) -> str:
-        """PASS/MISS for the >= 70%-of-GEMM target (fwd+bwd on the two target shapes)."""
-        if self.kind != "fwd+bwd" or self.shape.as_tuple() not in GEMM_TARGET_SHAPES:
+        """PASS/MISS for the ours/torch targets: at most 1.0x (fwd+bwd, the two target
+        shapes), at most 1.2x (every other row)."""
+        if self.torch is None:
             return ""
-        ok = self.numpy_gemm_fraction >= GEMM_TARGET
-        return f"{common.pass_miss(ok)} (≥{GEMM_TARGET:.0%})"
+        strict = self.kind == "fwd+bwd" and self.shape.as_tuple() in TARGET_SHAPES
+        bound = TARGET_SHAPES_RATIO if strict else ANY_SHAPE_RATIO
+        ok = self.ours.median / self.torch.median <= bound
+        return f"{common.pass_miss(ok)} (≤{bound:.1f}x)"
 
 
 def bench_shape(shape: ConvShape, args, np, torch) -> list[Row]:
@@ -263,9 +269,11 @@ def bench_shape(shape: ConvShape, args, np, torch) -> list[Row]:
     # the reference: the fastest of the four, the best this machine does on this product
     gemm_gflops = max(gemm_rates.values())
     numpy_gflops = max(gemm_rates["numpy F@X"], gemm_rates["numpy X@F"])
+    chosen = algorithms(shape, np)
     fwd = Row(shape, "fwd", shape.forward_flops, t["fwd"], numpy_gflops, gemm_gflops,
-              gemm_rates=gemm_rates)
-    fb = Row(shape, "fwd+bwd", 3 * shape.forward_flops, t["fwd+bwd"], numpy_gflops, gemm_gflops)
+              gemm_rates=gemm_rates, algorithm=chosen[0])
+    fb = Row(shape, "fwd+bwd", 3 * shape.forward_flops, t["fwd+bwd"], numpy_gflops, gemm_gflops,
+             algorithm=" / ".join(chosen))
     if torch is not None:
         fwd.torch, fb.torch = t["torch fwd"], t["torch fwd+bwd"]
         fwd.diff = check_forward(ours_forward(shape, arr), cases["torch fwd"].fn, np)
@@ -273,9 +281,21 @@ def bench_shape(shape: ConvShape, args, np, torch) -> list[Row]:
     return [fwd, fb]
 
 
+def algorithms(shape: ConvShape, np) -> list[str]:
+    """The algorithms the backend in use runs for the forward, dX and dW of this shape."""
+    from tinygrad_conv import backends
+    from tinygrad_conv.geometry import Window
+
+    geo = Window((shape.n, shape.c, shape.h, shape.w), (shape.k, shape.k),
+                 (shape.stride, shape.stride), (shape.pad, shape.pad), filters=shape.f)
+    names = ("conv2d_forward", "conv2d_grad_input", "conv2d_grad_weight")
+    fused = [backends.kernels().fused(name, geo, np.dtype(np.float32)) for name in names]
+    return [getattr(f, "algorithm", "im2col") for f in fused]
+
+
 # --------------------------------------------------------------------------- report
 
-HEADERS = ["shape (N,C,H,W) F k s p", "pass", "ours ms", "GFLOP/s", "of NumPy GEMM",
+HEADERS = ["shape (N,C,H,W) F k s p", "pass", "algorithm", "ours ms", "GFLOP/s", "of NumPy GEMM",
            "of best GEMM", "torch ms", "torch GFLOP/s", "ours/torch", "max abs diff (rel)",
            "target"]
 
@@ -286,7 +306,7 @@ def table_row(row: Row) -> list[str]:
     ratio = common.fmt(row.ours.median / row.torch.median) + "x" if row.torch else "n/a"
     diff = f"{common.fmt_sci(row.diff[0])} ({common.fmt_sci(row.diff[1])})" if row.diff else "n/a"
     torch_rate = common.fmt(row.torch_gflops) if row.torch else "n/a"
-    return [row.shape.label(), row.kind, row.ours.ms(), common.fmt(row.gflops),
+    return [row.shape.label(), row.kind, row.algorithm, row.ours.ms(), common.fmt(row.gflops),
             f"{row.numpy_gemm_fraction:.0%}", f"{row.gemm_fraction:.0%}", torch_ms, torch_rate,
             ratio, diff, row.target()]
 
@@ -306,7 +326,7 @@ def main() -> None:
         common.progress(f"conv {shape.label()} ...")
         rows.extend(bench_shape(shape, args, np, torch))
     print(common.markdown_table(HEADERS, [table_row(r) for r in rows],
-                                right=[False, False] + [True] * 8 + [False]))
+                                right=[False, False, False] + [True] * 8 + [False]))
     print()
     from tinygrad_conv.backends.fast import gemm
 
@@ -323,9 +343,12 @@ def main() -> None:
           "@ (C*k*k, N*H'*W') or X@F = its transpose, by np.matmul or by tinygrad_conv's own "
           "GEMM. 'of NumPy GEMM' = our GFLOP/s / the faster np.matmul run (the target's "
           "reference); 'of best GEMM' = the same against the fastest of all four (our own "
-          "GEMM, when it beats NumPy's). Target: fwd+bwd >= 70% of NumPy's GEMM rate on "
-          "(64,32,14,14,64,3,1,1) and (32,64,56,56,64,3,1,1). max abs diff: fwd output, or the "
-          "worst of dx, dw, db (rel = divided by the largest |torch value|).")
+          "GEMM, when it beats NumPy's); with Winograd (fewer multiplies than the FLOPs "
+          "counted) the rate can pass the GEMM's. Targets: ours/torch at most 1.0x for "
+          "fwd+bwd on (64,32,14,14,64,3,1,1) and (32,64,56,56,64,3,1,1), at most 1.2x on "
+          "every other row. algorithm: what the fast backend ran (fwd, or fwd / dX / dW). max "
+          "abs diff: fwd output, or the worst of dx, dw, db (rel = divided by the largest "
+          "|torch value|).")
 
 
 if __name__ == "__main__":

@@ -170,7 +170,8 @@ def test_tiny_conv_net_ops_settings_and_params():
     assert p.titles("parameter") == ["conv.weight", "conv.bias", "fc.weight"]
     assert p.titles("input") == ["input"] and p.titles("output") == ["loss"]
     assert len(p.nodes) == 12 and len(p.edges) == 11
-    assert p.node("conv2d")[2] == ["kernel 3x3, stride 1", "padding 1, dilation 1", "groups 1"]
+    assert p.node("conv2d")[2] == ["kernel 3x3, stride 1", "padding 1, dilation 1",
+                                  "groups 1, algorithm im2col"]
     assert p.node("max_pool2d")[2] == ["kernel 2x2, stride 2"]  # padding 0 is not shown
     assert p.node("reshape")[2] == ["shape (2, -1)"]
     assert p.node("linear")[2] == ["in 36, out 3"]
@@ -192,7 +193,7 @@ def test_op_settings_shown_and_bulky_ones_hidden():
     p = parse(text)
     settings = {title: lines for _, title, lines in p.nodes.values()}
     assert settings["conv2d"] == ["kernel 3x3, stride (2, 1)", "padding 0, dilation 2",
-                                  "groups 2"]
+                                  "groups 2, algorithm im2col"]
     assert settings["avg_pool2d"] == ["kernel 2x2, stride 1", "padding 1"]
     assert settings["permute"] == ["axes (0, 2, 3, 1)"]
     assert settings["dropout"] == ["p 0.25"]

@@ -20,6 +20,14 @@ new backend (CuPy on a GPU, a compiled one) is a new module named in ``BACKENDS`
 Which backend runs: ``TINYGRAD_CONV_BACKEND=reference|fast``, or ``set_backend(name)``
 (``use_backend(name)`` for a block); by default ``fast`` where it loads. The choice is the
 process's, shared by its threads.
+
+Which algorithm a backend's convolutions use: ``TINYGRAD_CONV_ALGO`` (one of
+``CONV_ALGORITHMS``), or ``set_conv_algorithm(name)`` (``use_conv_algorithm(name)`` for a
+block). ``auto`` (the default) lets the backend choose per shape by a fixed rule, so that a
+run gives the same numbers every time; ``benchmark`` times the candidates on first use of
+each shape instead (PyTorch's ``cudnn.benchmark``); a named algorithm runs wherever it
+applies, and im2col elsewhere. The reference backend always runs the im2col formulas. The
+chosen algorithm shows on the conv ops in graph drawings.
 """
 
 from __future__ import annotations
@@ -48,12 +56,21 @@ KERNELS = (
     "max_pool_gather",    # (x, winner) -> the winners' entries
     "avg_pool",           # x -> out
     "avg_pool_backward",  # dout -> dx
-    "fused",              # (name, window) -> a fused formula of FUSED, or None
+    "fused",              # (name, window, dtype) -> a fused formula of FUSED, or None
 )
 FUSED = (
     "conv2d_forward",      # (x, w, b, window) -> (out, saved X_col): W_row @ X_col + b
     "conv2d_grad_weight",  # (dout, x, saved X_col, window) -> dW = dout_flat @ X_col.T
     "conv2d_grad_input",   # (dout, w, window) -> dX = col2im(W_row.T @ dout_flat)
+)
+
+CONV_ALGORITHMS = (
+    "auto",       # the backend chooses per shape and pass, by a fixed (measured) rule
+    "benchmark",  # ... by timing each candidate on first use of a shape (cached)
+    "im2col",     # X_col and one GEMM: the formulas of ops/conv.py
+    "winograd",   # Winograd's minimal filtering for 3x3 stride-1 convs, tile size by the rule
+    "winograd2",  # ... with 2x2 output tiles, F(2x2, 3x3)
+    "winograd4",  # ... with 4x4 output tiles, F(4x4, 3x3)
 )
 
 _lock = threading.Lock()
@@ -133,3 +150,52 @@ def _chosen() -> str:
                       "backend", RuntimeWarning, stacklevel=3)
         return "reference"
     return DEFAULT
+
+
+def _algorithm_from_env() -> str:
+    name = os.environ.get("TINYGRAD_CONV_ALGO", "").strip().lower() or "auto"
+    if name not in CONV_ALGORITHMS:
+        raise ValueError(
+            f"TINYGRAD_CONV_ALGO={name!r} is not a convolution algorithm: use one of "
+            f"{', '.join(CONV_ALGORITHMS)}, or unset it for auto"
+        )
+    return name
+
+
+_conv_algorithm: str | None = None  # read from the environment on first use
+
+
+def conv_algorithm() -> str:
+    """The convolution algorithm asked for: one of ``CONV_ALGORITHMS`` (default ``auto``)."""
+    global _conv_algorithm
+    if _conv_algorithm is None:
+        _conv_algorithm = _algorithm_from_env()
+    return _conv_algorithm
+
+
+def set_conv_algorithm(name: str) -> None:
+    """Run convolutions from now on with algorithm ``name`` where it applies (im2col where
+    it does not); ``"auto"`` lets the backend choose per shape."""
+    global _conv_algorithm
+    if name not in CONV_ALGORITHMS:
+        raise ValueError(f"unknown convolution algorithm {name!r}: choose one of "
+                         f"{', '.join(CONV_ALGORITHMS)}")
+    _conv_algorithm = name
+
+
+class use_conv_algorithm:
+    """``with use_conv_algorithm("im2col"):`` runs the block's convolutions with that
+    algorithm, then restores the setting before (for the whole process, as set_backend)."""
+
+    def __init__(self, name: str) -> None:
+        if name not in CONV_ALGORITHMS:
+            set_conv_algorithm(name)  # raises the error naming the choices
+        self._name = name
+
+    def __enter__(self) -> str:
+        self._previous = conv_algorithm()
+        set_conv_algorithm(self._name)
+        return self._name
+
+    def __exit__(self, *exc: object) -> None:
+        set_conv_algorithm(self._previous)

@@ -138,6 +138,6 @@ def _padded_hw(geo: Window) -> tuple[int, int]:
     return h + 2 * ph, w + 2 * pw
 
 
-def fused(name: str, geo: Window) -> Callable | None:
+def fused(name: str, geo: Window, dtype: np.dtype | None = None) -> Callable | None:
     """The reference backend fuses nothing: the ops run their formulas step by step."""
     return None

@@ -11,9 +11,11 @@ dout_flat the upstream gradient (N, F, H', W') with one column per output pixel.
 product runs group by group (a batched matmul over the leading G axis).
 
 The code below is those formulas, run on the kernels of the backend in use
-(``tinygrad_conv.backends``). A backend may fuse a whole formula (the fast one makes X_col a
-few images at a time and multiplies each block at once, never holding it whole); it then
-says so through ``fused(...)`` and the op calls that instead of the step-by-step lines.
+(``tinygrad_conv.backends``). A backend may fuse a whole formula, or compute it by another
+algorithm (the fast one makes X_col a few images at a time and multiplies each block at
+once, never holding it whole, or runs Winograd's minimal filtering for 3x3 convs); it then
+says so through ``fused(...)`` and the op calls that instead of the step-by-step lines. The
+op's ``algorithm`` setting names what ran (graph drawings show it).
 
 conv2d is bilinear in (x, W), so each gradient op is bilinear too and its own backward is
 made of conv2d and the other gradient op: that is what gives second derivatives.
@@ -43,6 +45,13 @@ class _ConvOp(Op):
         self.window = window
         self.__dict__.update(saved)  # arrays for the forward, released after the backward
 
+    def formula(self, name: str, dtype: np.dtype) -> Any:
+        """The backend's fused version of formula ``name`` (None: run it step by step);
+        records the algorithm that computes it in the op's settings."""
+        fused = kernels().fused(name, self.window, dtype)
+        self.attrs["algorithm"] = getattr(fused, "algorithm", "im2col")
+        return fused
+
 
 def weight_rows(w: np.ndarray, groups: int) -> np.ndarray:
     """W_row: weight (F, C/G, HH, WW) -> (G, F/G, C/G*HH*WW), one row per filter."""
@@ -68,7 +77,7 @@ class Conv2d(_ConvOp):
     def forward(self, x, w, b=None):
         K, window = kernels(), self.window
         wants_dw = len(self.needs_grad) > 1 and self.needs_grad[1]
-        fused = K.fused("conv2d_forward", window)
+        fused = self.formula("conv2d_forward", x.dtype)
         if fused is not None:
             out, x_col = fused(x, w, b, window)
         else:
@@ -96,7 +105,7 @@ class Conv2dGradInput(_ConvOp):
 
     def forward(self, dout, w):
         K, window = kernels(), self.window
-        fused = K.fused("conv2d_grad_input", window)
+        fused = self.formula("conv2d_grad_input", dout.dtype)
         if fused is not None:
             return fused(dout, w, window)
         w_row_t = weight_rows(w, window.groups).transpose(0, 2, 1)        # W_row.T
@@ -119,7 +128,7 @@ class Conv2dGradWeight(_ConvOp):
     def forward(self, dout, x):
         K, window = kernels(), self.window
         x_col, self.x_col = self.__dict__.get("x_col"), None  # used once, then freed
-        fused = K.fused("conv2d_grad_weight", window)
+        fused = self.formula("conv2d_grad_weight", dout.dtype)
         if fused is not None:
             return fused(dout, x, x_col, window)
         if not isinstance(x_col, np.ndarray):

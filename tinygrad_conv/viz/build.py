@@ -21,7 +21,7 @@ _RANKDIRS = ("TB", "LR", "BT", "RL")
 # default (0, False, None). Settings not listed (out_hw, x_shape, w_shape, winner, target...)
 # are internal or bulky and never shown. An op not listed here shows its small scalar/tuple
 # settings. Register your own op with e.g. ``viz.SHOWN_ATTRS["my_op"] = ("alpha",)``.
-_CONV = ("kernel", "stride", "padding", "dilation", "groups")
+_CONV = ("kernel", "stride", "padding", "dilation", "groups", "algorithm?")
 _POOL = ("kernel", "stride", "padding?")
 _REDUCE = ("axis", "keepdims?")
 SHOWN_ATTRS: dict[str, tuple[str, ...]] = {

@@ -24,17 +24,12 @@ from collections.abc import Callable
 import numpy as np
 
 from ...geometry import Window
-from . import compiled, gemm, kernels, parallel
+from . import autotune, compiled, conv, gemm, kernels, parallel, winograd
 from .memory import tune_allocator
 
 NAME = "fast"
 
 tune_allocator()  # before this backend allocates its first large array
-
-
-def _settings(geo: Window) -> dict[str, object]:
-    return dict(kernel=geo.kernel, stride=geo.stride, padding=geo.padding,
-                dilation=geo.dilation)
 
 
 def im2col(x: np.ndarray, geo: Window) -> np.ndarray:
@@ -43,7 +38,8 @@ def im2col(x: np.ndarray, geo: Window) -> np.ndarray:
     The copy runs over the batch on the threads; its (g, i, j, c) rows are then reordered.
     """
     (kh, kw), g = geo.kernel, geo.groups
-    cols = kernels.im2col(x, **_settings(geo), groups=g)  # (G*HH*WW*C/G, P), (g, i, j, c)
+    # (G*HH*WW*C/G, P), rows (g, i, j, c)
+    cols = kernels.im2col(x, **conv.kernel_settings(geo), groups=g)
     by_offset = cols.reshape(g, kh, kw, -1, cols.shape[1])
     return np.ascontiguousarray(by_offset.transpose(0, 3, 1, 2, 4)).reshape(g, -1, cols.shape[1])
 
@@ -53,7 +49,7 @@ def col2im(x_col: np.ndarray, geo: Window) -> np.ndarray:
     (kh, kw), g = geo.kernel, geo.groups
     by_channel = x_col.reshape(g, -1, kh, kw, x_col.shape[-1])
     ordered = by_channel.transpose(0, 2, 3, 1, 4).reshape(-1, x_col.shape[-1])
-    return kernels.col2im(ordered, geo.x_shape, **_settings(geo), groups=g)
+    return kernels.col2im(ordered, geo.x_shape, **conv.kernel_settings(geo), groups=g)
 
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -181,41 +177,13 @@ def avg_pool_backward(dout: np.ndarray, geo: Window) -> np.ndarray:
                                   winner=None)
 
 
-def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None,
-                   geo: Window) -> tuple[np.ndarray, kernels.Columns]:
-    """W_row @ X_col + b as (N, F, H', W'), X_col made and multiplied block by block; also
-    returns the padded x those blocks came from, for conv2d_grad_weight to reuse."""
-    out_t, columns = kernels.im2col_matmul(x, kernels.weight_rows(w), b, **_settings(geo))
-    n, (ho, wo) = x.shape[0], geo.out_hw
-    return kernels.channels_first(out_t.reshape(n, ho, wo, w.shape[0])), columns
+def fused(name: str, geo: Window, dtype: np.dtype | None = None) -> Callable | None:
+    """conv2d's fused passes for ungrouped convolutions (grouped ones: None), by the
+    algorithm chosen for this shape (``autotune.choose``); ``.algorithm`` names it."""
+    if name in conv.PASSES and geo.groups == 1:
+        dtype = np.dtype(np.float32 if dtype is None else dtype)
+        return autotune.choose(name, geo, dtype).passes[name]
+    return None
 
 
-def conv2d_grad_weight(dout: np.ndarray, x: np.ndarray, saved: object,
-                       geo: Window) -> np.ndarray:
-    """dW = dout_flat @ X_col.T, X_col remade block by block from ``saved`` (what
-    conv2d_forward returned) or from x."""
-    columns = saved if isinstance(saved, kernels.Columns) else None
-    dw_flat, _ = kernels.im2col_grad_weight(kernels.flat_pixels(dout), x, **_settings(geo),
-                                            columns=columns)
-    return kernels.weight_from_rows(dw_flat, geo.w_shape)
-
-
-def conv2d_grad_input(dout: np.ndarray, w: np.ndarray, geo: Window) -> np.ndarray:
-    """dX = col2im(W_row.T @ dout_flat), each block of the product added as it is made."""
-    return kernels.col2im_of_product(kernels.weight_rows(w), kernels.flat_pixels(dout),
-                                     geo.x_shape, **_settings(geo))
-
-
-_FUSED: dict[str, Callable] = {
-    "conv2d_forward": conv2d_forward,
-    "conv2d_grad_weight": conv2d_grad_weight,
-    "conv2d_grad_input": conv2d_grad_input,
-}
-
-
-def fused(name: str, geo: Window) -> Callable | None:
-    """conv2d's fused formulas, for ungrouped convolutions (grouped ones: None)."""
-    return _FUSED.get(name) if geo.groups == 1 else None
-
-
-__all__ = ["compiled", "gemm", "kernels", "parallel"]
+__all__ = ["autotune", "compiled", "conv", "gemm", "kernels", "parallel", "winograd"]
