@@ -199,7 +199,7 @@ def test_auto_follows_the_rule_without_timing(fresh_plans):
     big = Window((16, 32, 28, 28), (3, 3), (1, 1), (1, 1), filters=32)
     assert autotune.rule("conv2d_forward", big) == "winograd4"  # 28 = 7 tiles of 4
     odd = Window((16, 32, 5, 5), (3, 3), (1, 1), (1, 1), filters=32)
-    assert autotune.winograd_tile(odd) == "winograd2"  # 4x4 tiles would waste 36% of 8x8
+    assert autotune.winograd_tile(odd) == "winograd2"  # 4x4 tiles: 8x8 computed for 5x5
     assert autotune.plans() == []
 
 
@@ -218,10 +218,10 @@ def test_benchmark_times_large_convs_once_and_keeps_small_ones_on_im2col(fresh_p
     conv_graph(shape=(16, 32, 14, 14), filters=32)  # the same shape: no new timing
     assert len(autotune.plans()) == 1
 
-    path = autotune.save_plans(tmp_path / "plans.json")
+    path = backends.save_conv_plans(tmp_path / "plans.json")
     assert json.loads(path.read_text())["plans"][0]["algorithm"] == plan["algorithm"]
     autotune.forget_plans()
-    assert autotune.load_plans(path) == 1 and autotune.plans() == [plan]
+    assert backends.load_conv_plans(path) == 1 and autotune.plans() == [plan]
 
 
 def test_a_plans_file_that_is_not_one_is_refused(tmp_path):

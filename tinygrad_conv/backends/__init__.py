@@ -199,3 +199,15 @@ class use_conv_algorithm:
 
     def __exit__(self, *exc: object) -> None:
         set_conv_algorithm(self._previous)
+
+
+def save_conv_plans(path: str | os.PathLike) -> object:
+    """Write the fast backend's timed algorithm choices (``benchmark`` mode) to ``path`` as
+    JSON, atomically; returns the path. ``TINYGRAD_CONV_ALGO_CACHE=path`` does it as it goes."""
+    return _load("fast").autotune.save_plans(path)
+
+
+def load_conv_plans(path: str | os.PathLike) -> int:
+    """Read choices written by ``save_conv_plans`` (the next run repeats them instead of
+    timing again); returns how many were read."""
+    return _load("fast").autotune.load_plans(path)
