@@ -24,7 +24,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ...geometry import Window
-from . import compiled, gemm, kernels, parallel
+from . import compiled, fused_pool, gemm, kernels, parallel
 from .memory import tune_allocator
 
 NAME = "fast"
@@ -210,6 +210,8 @@ _FUSED: dict[str, Callable] = {
     "conv2d_forward": conv2d_forward,
     "conv2d_grad_weight": conv2d_grad_weight,
     "conv2d_grad_input": conv2d_grad_input,
+    "relu_max_pool2d": fused_pool.relu_max_pool_forward,
+    "relu_max_pool2d_backward": fused_pool.relu_max_pool_backward,
 }
 
 
