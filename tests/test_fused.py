@@ -23,6 +23,7 @@ from tinygrad_conv.models import reference_cnn
 reference = backends._load("reference")
 fast = backends._load("fast")
 SUITED = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+pytestmark = pytest.mark.usefixtures("fusing")  # whatever TINYGRAD_CONV_FUSE says
 
 
 @pytest.fixture(params=["reference", "fast compiled", "fast numpy"])
@@ -131,6 +132,30 @@ def test_gradcheck_in_float64(each_backend):
     t = tc.tensor(x, requires_grad=True, dtype=tc.float64)  # distinct values, none within eps of 0
     assert tc.gradcheck(lambda a: F.relu_max_pool2d(a, (2, 3), stride=(2, 1), padding=1), [t])
     assert tc.gradcheck(lambda a: F.relu_max_pool2d(a, 3, stride=2, ceil_mode=True), [t])
+
+
+def test_switching_backend_between_forward_and_backward():
+    """The winner and mask one backend's forward saved serve the other's backward."""
+    x = np.ascontiguousarray(np.round(np.random.default_rng(7).standard_normal((3, 6, 4, 4))
+                                      .transpose(0, 2, 3, 1) * 2)).transpose(0, 3, 1, 2)
+    dout = np.random.default_rng(8).standard_normal((3, 6, 2, 2))
+    grads = {}
+    for first, second in (("fast", "reference"), ("reference", "fast"), ("fast", "fast")):
+        t = tc.tensor(x, requires_grad=True, dtype=tc.float64)
+        with tc.use_backend(first):
+            out = F.relu_max_pool2d(t, 2)
+        with tc.use_backend(second):
+            out.backward(tc.tensor(dout, dtype=tc.float64))
+        grads[first, second] = t.grad.data
+    for dx in grads.values():
+        np.testing.assert_array_equal(dx, grads["fast", "fast"])
+
+
+def test_without_grad_nothing_is_kept():
+    with tc.no_grad():
+        out = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2))(tc.tensor(X, requires_grad=True))
+    assert out.op is None and not out.requires_grad
+    np.testing.assert_array_equal(out.data, F.max_pool2d(F.relu(tc.tensor(X)), 2).data)
 
 
 def test_argument_errors_name_the_function():

@@ -309,6 +309,7 @@ def test_modules_only_one_node_per_layer():
     assert "kernel_size=(3, 3)" in " ".join(conv_lines)
 
 
+@pytest.mark.usefixtures("fusing")
 def test_reference_cnn_node_counts():
     model, loss = viz.reference_step()
     full = viz.build_graph(loss, model=model, group_modules=True)
@@ -457,6 +458,7 @@ def _svg_nodes(svg: bytes) -> dict[str, list[str]]:
 
 @needs_dot
 @pytest.mark.parametrize("view", ["ops", "grouped", "modules"])
+@pytest.mark.usefixtures("fusing")
 def test_real_svg_shows_every_label(tmp_path, view):
     model, loss = viz.reference_step()
     options = {"ops": {}, "grouped": {"group_modules": True},
@@ -490,6 +492,7 @@ def test_draw_graph_renders_svg_and_png(tmp_path):
     assert g._repr_mimebundle_()["image/svg+xml"].lstrip().startswith("<?xml")
 
 
+@pytest.mark.usefixtures("fusing")
 def test_graph_command_writes_dot_text(tmp_path, capsys):
     path = viz.graph_command(tmp_path / "step", fmt="dot")
     assert path == tmp_path / "step.dot"
@@ -500,6 +503,7 @@ def test_graph_command_writes_dot_text(tmp_path, capsys):
 
 @needs_dot
 @pytest.mark.parametrize("modules,nodes", [(False, 20), (True, 12)])
+@pytest.mark.usefixtures("fusing")
 def test_graph_command_writes_svg(tmp_path, capsys, modules, nodes):
     path = viz.graph_command(tmp_path / "step", modules=modules, rankdir="LR")
     assert path.suffix == ".svg"
@@ -509,6 +513,7 @@ def test_graph_command_writes_svg(tmp_path, capsys, modules, nodes):
 
 
 @needs_dot
+@pytest.mark.usefixtures("fusing")
 def test_example_script_writes_dot_and_svg(tmp_path, monkeypatch, capsys):
     import runpy
 
