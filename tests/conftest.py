@@ -53,3 +53,12 @@ def reference_backend(monkeypatch):
     reference = backends._load("reference")
     monkeypatch.setattr(backends, "_active", reference)
     return reference
+
+
+@pytest.fixture
+def fusing(monkeypatch):
+    """nn.Sequential fuses a ReLU then a MaxPool2d, whatever TINYGRAD_CONV_FUSE says (the
+    op counts of the reference CNN's graph depend on it)."""
+    from tinygrad_conv import nn
+
+    monkeypatch.setattr(nn.Sequential, "fuse_relu_pool", True)

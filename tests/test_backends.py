@@ -247,10 +247,12 @@ def small_cnn_step(name: str) -> tuple[list[str], float, list[np.ndarray]]:
         return names, loss.item(), [p.grad.data for p in model.parameters()]
 
 
+@pytest.mark.usefixtures("fusing")
 def test_same_graph_and_results_under_both_backends():
     names_ref, loss_ref, grads_ref = small_cnn_step("reference")
     names_fast, loss_fast, grads_fast = small_cnn_step("fast")
     assert names_ref == names_fast and "conv2d" in names_ref
+    assert names_ref.count("relu_max_pool2d") == 1  # the core fuses, on either backend
     assert abs(loss_ref - loss_fast) < 1e-5
     for a, b in zip(grads_ref, grads_fast):
         assert a.dtype == b.dtype == np.float32

@@ -14,6 +14,7 @@ from .geometry import Window
 from .ops import conv as conv_ops
 from .ops import dropout as dropout_ops
 from .ops import elementwise as E
+from .ops import fused as fused_ops
 from .ops import linalg, loss, norm, pool
 from .ops.movement import pad as _pad
 from .tensor import Tensor, as_tensor
@@ -105,12 +106,28 @@ def max_pool2d(x: Any, kernel_size: IntPair, stride: IntPair | None = None,
     ``ceil_mode`` rounds H' and W' up (a last, partial window), as PyTorch: a window must
     start inside the input or its left padding.
     """
+    return _max_pool(pool.MaxPool2d, "max_pool2d", x, kernel_size, stride, padding, ceil_mode)
+
+
+def relu_max_pool2d(x: Any, kernel_size: IntPair, stride: IntPair | None = None,
+                    padding: IntPair = 0, ceil_mode: bool = False) -> Tensor:
+    """``max_pool2d(relu(x), ...)`` as one op, ``relu_max_pool2d`` (tinygrad_conv's own, not a
+    PyTorch function): the same values and gradients, with relu run on the pooled result.
+    x (N, C, H, W) -> (N, C, H', W'). ``nn.Sequential`` uses it for a ReLU followed by a
+    MaxPool2d."""
+    return _max_pool(fused_ops.ReluMaxPool2d, "relu_max_pool2d", x, kernel_size, stride,
+                     padding, ceil_mode)
+
+
+def _max_pool(op: type, name: str, x: Any, kernel_size: IntPair, stride: IntPair | None,
+              padding: IntPair, ceil_mode: bool) -> Tensor:
+    """Check a max pooling call named ``name``, then apply ``op`` (a max pool op class)."""
     x = as_tensor(x)
-    window = _pool_window("max_pool2d", x, kernel_size, stride, padding)
+    window = _pool_window(name, x, kernel_size, stride, padding)
     if ceil_mode:
         x = _ceil_mode_padded(x, window)
-        window = pool.check_pool_args("max_pool2d", x, window.kernel, window.stride, (0, 0))
-    return pool.MaxPool2d(window).apply(x)
+        window = pool.check_pool_args(name, x, window.kernel, window.stride, (0, 0))
+    return op(window).apply(x)
 
 
 def avg_pool2d(x: Any, kernel_size: IntPair, stride: IntPair | None = None,

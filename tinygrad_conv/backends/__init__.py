@@ -62,6 +62,8 @@ FUSED = (
     "conv2d_forward",      # (x, w, b, window) -> (out, saved X_col): W_row @ X_col + b
     "conv2d_grad_weight",  # (dout, x, saved X_col, window) -> dW = dout_flat @ X_col.T
     "conv2d_grad_input",   # (dout, w, window) -> dX = col2im(W_row.T @ dout_flat)
+    "relu_max_pool2d",     # (x, window) -> (relu(max_pool out), winner, mask out > 0)
+    "relu_max_pool2d_backward",  # (dout, winner, mask, window) -> max_pool_backward(dout*mask)
 )
 
 CONV_ALGORITHMS = (

@@ -9,6 +9,7 @@ those PyTorch gives.
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
@@ -320,7 +321,14 @@ class Sequential(Module):
 
     ``Sequential(m0, m1, ...)`` names them "0", "1", ...; ``Sequential(OrderedDict(...))`` uses
     the given names. Supports ``len``, iteration, indexing (negative too) and slicing.
+
+    A ReLU followed by a MaxPool2d runs as the one op relu_max_pool2d (the same values and
+    gradients, fewer passes over memory) where that is exact (``_fusable``); set
+    ``fuse_relu_pool = False`` on the class or an instance, or TINYGRAD_CONV_FUSE=0, to run
+    them one by one (docs/architecture.md, "Fused layers").
     """
+
+    fuse_relu_pool: bool = os.environ.get("TINYGRAD_CONV_FUSE", "1") != "0"
 
     def __init__(self, *modules: Module) -> None:
         super().__init__()
@@ -332,8 +340,15 @@ class Sequential(Module):
                 self.add_module(str(i), module)
 
     def forward(self, x: Any) -> Any:
-        for module in self._modules.values():
-            x = module(x)
+        modules = list(self._modules.values())
+        i = 0
+        while i < len(modules):
+            if self.fuse_relu_pool and _fusable(modules[i:i + 2], x):
+                x = _relu_max_pool(modules[i + 1], x)
+                i += 2
+            else:
+                x = modules[i](x)
+                i += 1
         return x
 
     def __len__(self) -> int:
@@ -354,6 +369,33 @@ class Sequential(Module):
         """Add ``module`` at the end; returns self."""
         self.add_module(str(len(self)), module)
         return self
+
+
+def _fusable(pair: list[Module], x: Any) -> bool:
+    """Whether ``pair`` is an nn.ReLU then an nn.MaxPool2d that ``_relu_max_pool`` runs
+    exactly as they would run: the library's own classes, no forward replaced on the
+    instance (as ``tc.summary`` does to watch a layer), and a 4-D float tensor coming in
+    (any other input runs the layers one by one, which raise their own errors)."""
+    from .layers import MaxPool2d, ReLU
+
+    return (len(pair) == 2 and type(pair[0]) is ReLU and type(pair[1]) is MaxPool2d
+            and "forward" not in pair[0].__dict__ and "forward" not in pair[1].__dict__
+            and isinstance(x, Tensor) and x.ndim == 4 and x.dtype.kind == "f")
+
+
+def _relu_max_pool(pool: Module, x: Tensor) -> Tensor:
+    """pool(relu(x)) as the one op relu_max_pool2d, recorded as made by ``pool`` (the layer
+    whose output it is; the ReLU layer makes no op in this call)."""
+    from .. import functional as F
+    from ..ops.fused import ReluMaxPool2d
+
+    stack = engine.module_stack()
+    stack.append(pool)
+    try:
+        return F._max_pool(ReluMaxPool2d, "max_pool2d", x, pool.kernel_size, pool.stride,
+                           pool.padding, pool.ceil_mode)
+    finally:
+        stack.pop()
 
 
 def _join(prefix: str, name: str) -> str:

@@ -28,6 +28,7 @@ SHOWN_ATTRS: dict[str, tuple[str, ...]] = {
     "conv2d": _CONV, "conv2d_grad_input": _CONV, "conv2d_grad_weight": _CONV,
     "max_pool2d": _POOL, "max_pool2d_backward": _POOL, "max_pool2d_gather": _POOL,
     "avg_pool2d": _POOL, "avg_pool2d_backward": _POOL,
+    "relu_max_pool2d": _POOL, "relu_max_pool2d_backward": _POOL,
     "sum": _REDUCE, "mean": _REDUCE, "max": _REDUCE, "min": _REDUCE,
     "softmax": ("axis",), "log_softmax": ("axis",), "nll_loss": ("reduction",),
     "dropout": ("p",), "clip": ("lo", "hi"), "cast": ("dtype",),

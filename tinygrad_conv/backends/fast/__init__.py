@@ -24,7 +24,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ...geometry import Window
-from . import autotune, compiled, conv, gemm, kernels, parallel, winograd
+from . import autotune, compiled, conv, fused_pool, gemm, kernels, parallel, winograd
 from .memory import tune_allocator
 
 NAME = "fast"
@@ -177,13 +177,23 @@ def avg_pool_backward(dout: np.ndarray, geo: Window) -> np.ndarray:
                                   winner=None)
 
 
+_POOL_FUSED: dict[str, Callable] = {
+    "relu_max_pool2d": fused_pool.relu_max_pool_forward,
+    "relu_max_pool2d_backward": fused_pool.relu_max_pool_backward,
+}
+
+
 def fused(name: str, geo: Window, dtype: np.dtype | None = None) -> Callable | None:
-    """conv2d's fused passes for ungrouped convolutions (grouped ones: None), by the
-    algorithm chosen for this shape (``autotune.choose``); ``.algorithm`` names it."""
-    if name in conv.PASSES and geo.groups == 1:
+    """conv2d's passes for ungrouped convolutions (grouped ones: None), by the algorithm
+    chosen for this shape (``autotune.choose``; ``.algorithm`` names it), and relu followed
+    by max pooling in one pass per thread."""
+    if name in conv.PASSES:
+        if geo.groups != 1:
+            return None
         dtype = np.dtype(np.float32 if dtype is None else dtype)
         return autotune.choose(name, geo, dtype).passes[name]
-    return None
+    return _POOL_FUSED.get(name)
 
 
-__all__ = ["autotune", "compiled", "conv", "gemm", "kernels", "parallel", "winograd"]
+__all__ = ["autotune", "compiled", "conv", "fused_pool", "gemm", "kernels", "parallel",
+           "winograd"]
