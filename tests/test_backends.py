@@ -161,8 +161,9 @@ def test_fast_backend_fuses_ungrouped_convs_only_and_reference_nothing():
     plain = Window((1, 4, 5, 5), (3, 3), (1, 1), (1, 1), filters=4)
     for name in backends.FUSED:
         assert fast.fused(name, plain) is not None
-        assert fast.fused(name, grouped) is None
         assert reference.fused(name, plain) is None
+        if name.startswith("conv2d"):
+            assert fast.fused(name, grouped) is None
 
 
 @pytest.mark.parametrize("shapes", [((7, 5), (5, 3)), ((1, 300), (300, 2)), ((3, 4, 5), (3, 5, 2)),
