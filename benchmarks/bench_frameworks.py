@@ -658,22 +658,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def pin_cpus(threads: int) -> str:
-    """With fewer threads than usable CPUs, restrict this process (and so every worker) to
-    ``threads`` of them: XLA has no other documented knob for 2+ threads."""
+def cpu_plan(threads: int) -> tuple[list[int] | None, str]:
+    """(CPUs to restrict this process and so every worker to, or None; what it says): with
+    fewer threads than usable CPUs, ``threads`` of them, since XLA has no other documented
+    knob for 2+ threads."""
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if not cpus or threads >= len(cpus):
-        return f"not pinned: {len(cpus) or os.cpu_count()} CPUs usable"
-    os.sched_setaffinity(0, cpus[:threads])
-    return f"every worker pinned to CPUs {cpus[:threads]} of {cpus}"
+        return None, f"not pinned: {len(cpus) or os.cpu_count()} CPUs usable"
+    return cpus[:threads], f"every worker pinned to CPUs {cpus[:threads]} of {cpus}"
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run every batch size, print the header, the tables and the notes."""
     args = parse_args(argv)
-    pinned = pin_cpus(args.threads)
-    common.start_load(args.load)
-    print(header(args, pinned))
+    common.set_threads(args.threads)  # for the reference losses computed in this process
+    common.start_load(args.load)  # before pinning: the load may run on every CPU
+    cpus, pinned = cpu_plan(args.threads)
+    print(header(args, pinned))  # the machine's cores, before pinning
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="bench_frameworks_") as tmp:
         weights = os.path.join(tmp, "weights.npz")
