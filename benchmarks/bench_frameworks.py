@@ -194,40 +194,53 @@ BUILDERS = {"tinygrad_conv": build_tinygrad_conv, "torch": build_torch, "jax": b
 # --------------------------------------------------------------------------- versions, threads
 
 
-def framework_info(name: str) -> tuple[str, str]:
-    """(version, how its threads are set) inside a worker, after the import."""
-    threads = os.environ["OMP_NUM_THREADS"]
-    if name == "tinygrad_conv":
-        import tinygrad_conv as tc
+def info_tinygrad_conv(threads: str) -> tuple[str, str]:
+    """(version, how its threads are set) in tinygrad_conv's worker."""
+    import tinygrad_conv as tc
 
-        return (f"{tc.__version__} ({common.backend_info()} backend, GEMM: "
-                f"{common.gemm_info().split(',')[0]})", f"TINYGRAD_CONV_THREADS={threads}")
-    if name == "torch":
-        import torch
+    gemm = common.gemm_info().split(",")[0]
+    return (f"{tc.__version__} ({common.backend_info()} backend, GEMM: {gemm})",
+            f"TINYGRAD_CONV_THREADS={threads}")
 
-        torch.set_num_threads(int(threads))
-        return torch.__version__, (f"torch.set_num_threads({threads}): "
-                                   f"{torch.get_num_threads()} intra-op, "
-                                   f"{torch.get_num_interop_threads()} inter-op threads")
-    if name == "jax":
-        import jax
-        import jaxlib
 
-        try:
-            import optax
-            update = f"optax {optax.__version__}"
-        except ImportError:
-            update = "hand-written update (optax not installed)"
-        devices = ", ".join(str(d) for d in jax.devices())
-        return (f"{jax.__version__} (jaxlib {jaxlib.__version__}, {update})",
-                f"XLA_FLAGS='{os.environ.get('XLA_FLAGS', '')}', XLA's pool sized by the "
-                f"CPUs the process may use ({common.machine_cores()}); devices: {devices}")
+def info_torch(threads: str) -> tuple[str, str]:
+    """PyTorch's version; sets and reports its intra-op threads."""
+    import torch
+
+    torch.set_num_threads(int(threads))
+    return torch.__version__, (f"torch.set_num_threads({threads}): {torch.get_num_threads()} "
+                               f"intra-op, {torch.get_num_interop_threads()} inter-op threads")
+
+
+def info_jax(threads: str) -> tuple[str, str]:
+    """JAX's, jaxlib's and optax's versions, XLA_FLAGS and the devices."""
+    import jax
+    import jaxlib
+
+    try:
+        import optax
+
+        update = f"optax {optax.__version__}"
+    except ImportError:
+        update = "hand-written SGD (optax not installed)"
+    devices = ", ".join(str(d) for d in jax.devices())
+    return (f"{jax.__version__} (jaxlib {jaxlib.__version__}, {update})",
+            f"XLA_FLAGS='{os.environ.get('XLA_FLAGS', '')}', XLA's pool sized by the CPUs the "
+            f"process may use ({common.machine_cores()}); devices: {devices}")
+
+
+def info_tinygrad(threads: str) -> tuple[str, str]:
+    """tinygrad's version and device, and its thread setting."""
     import tinygrad
     from tinygrad import Device
 
     version = getattr(tinygrad, "__version__", None) or _dist_version("tinygrad")
     return (f"{version} ({Device.DEFAULT}, TinyJit)",
             f"NUM_CPU_THREADS={os.environ.get('NUM_CPU_THREADS')}, DEV={os.environ.get('DEV')}")
+
+
+INFO = {"tinygrad_conv": info_tinygrad_conv, "torch": info_torch, "jax": info_jax,
+        "tinygrad": info_tinygrad}
 
 
 def _dist_version(dist: str) -> str:
@@ -345,7 +358,8 @@ def worker_main(name: str) -> None:
         replies.write(json.dumps(obj) + "\n")
 
     try:
-        version, threads = framework_info(name)
+        version, threads = INFO[name](os.environ.get("OMP_NUM_THREADS",
+                                                     str(common.machine_cores())))
     except Exception as exc:  # reported as the framework's row, not a crash of the run
         send({"error": f"import failed: {type(exc).__name__}: {exc}"})
         return

@@ -7,6 +7,7 @@ tinygrad are never needed here.
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,20 @@ def test_interleaved_run_with_tinygrad_conv_and_torch_if_installed():
     if "torch" in frameworks:
         assert rows[("4", "torch")][4] == "1.00x"
     assert "DISAGREES" not in out.stdout
+
+
+def test_worker_reports_a_failed_command_and_exits(tmp_path):
+    worker = subprocess.Popen([sys.executable, str(SCRIPT), "--worker", "tinygrad_conv"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    missing = tmp_path / "no-weights.npz"
+    request = {"cmd": "build", "batch": 2, "optimizer": "SGD", "weights": str(missing), "seed": 0}
+    out, err = worker.communicate(json.dumps(request) + "\n", timeout=60)
+    hello, reply = (json.loads(line) for line in out.splitlines())
+    assert hello["version"].startswith("0.") and "TINYGRAD_CONV_THREADS=" in hello["threads"]
+    assert reply["error"].startswith("build failed: FileNotFoundError") and str(missing) in \
+        reply["error"]
+    assert worker.returncode == 0
 
 
 def test_missing_framework_is_a_row_not_an_error(bench, monkeypatch):
