@@ -293,12 +293,12 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _fresh_peak() -> int:
-    """Free what can be freed, restart the peak RSS at the current RSS; returns that RSS."""
+def _fresh_peak() -> int | None:
+    """Free what can be freed, restart the peak RSS at the current RSS; returns that RSS
+    (None where the kernel does not let the peak be restarted)."""
     gc.collect()
     common._malloc_trim()
-    common._reset_peak_rss()
-    return _rss_kb()
+    return _rss_kb() if common._reset_peak_rss() else None
 
 
 class Worker:
@@ -307,7 +307,7 @@ class Worker:
     def __init__(self, name: str) -> None:
         self.name = name
         self.step: Callable[[], float] | None = None
-        self.memory: dict[str, int] = {}
+        self.memory: dict[str, int | None] = {}
 
     def build(self, batch: int, optimizer: str, weights: str, seed: int) -> dict:
         """Build the model and take the first two steps (the first timed: compile)."""
@@ -343,8 +343,11 @@ class Worker:
                 "wall_s": time.perf_counter() - wall}
 
     def finish(self) -> dict:
-        """Memory (kB) and the OS threads the process ended with."""
+        """Memory (kB; none where the peak could not be restarted) and the OS threads the
+        process ended with."""
         self.memory["steady peak kB"] = _maxrss_kb()
+        if None in self.memory.values():
+            self.memory = {}
         return {"memory": self.memory, "os_threads": len(os.listdir("/proc/self/task"))}
 
 
