@@ -492,7 +492,7 @@ def run_batch(batch: int, args: argparse.Namespace, weights: str, tmp: str) -> l
             continue
         results[name].first_step_s, results[name].losses = reply["first_step_s"], reply["losses"]
     names = list(channels)
-    for round_ in range(args.repeats):
+    for round_ in range(args.repeats if names else 0):
         common.progress(f"batch {batch}: round {round_ + 1}/{args.repeats}")
         for name in names[round_ % len(names):] + names[:round_ % len(names)]:
             if name not in channels:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,17 @@ def test_worker_reports_a_failed_command_and_exits(tmp_path):
     assert reply["error"].startswith("build failed: FileNotFoundError") and str(missing) in \
         reply["error"]
     assert worker.returncode == 0
+
+
+def test_a_run_whose_only_framework_cannot_run_prints_its_row():
+    env = {**os.environ, "CC": "no-such-compiler"}  # tinygrad: not installed, or no compiler
+    out = subprocess.run([sys.executable, str(SCRIPT), "--frameworks", "tinygrad", "--batches",
+                          "2", "--repeats", "1"], capture_output=True, text=True, timeout=60,
+                         env=env)
+    assert out.returncode == 0, out.stderr
+    cells = table_rows(out.stdout)[("2", "tinygrad")]
+    assert cells[2].startswith(("not installed (pip install tinygrad==0.14.0)",
+                                "not runnable: its CPU backend compiles kernels with clang"))
 
 
 def test_missing_framework_is_a_row_not_an_error(bench, monkeypatch):
