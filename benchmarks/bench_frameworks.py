@@ -441,23 +441,32 @@ class Channel:
         line = self.proc.stdout.readline() if ready else ""
         if line:
             return json.loads(line)
-        self.close()
+        self._stop()
         reason = f"no reply within {timeout:.0f} s" if not ready else "worker exited"
         return {"error": f"{reason}: {self.stderr_tail()}"}
 
     def call(self, cmd: str, **kwargs) -> dict:
-        self.send(cmd, **kwargs)
+        """Send a command and wait for its reply."""
+        try:
+            self.send(cmd, **kwargs)
+        except OSError:  # a worker that is gone: receive() says so, with its last words
+            pass
         return self.receive()
 
     def stderr_tail(self, lines: int = 3) -> str:
+        """The last non-empty lines the worker wrote to stderr, on one line."""
         self.log.seek(0)
         tail = [t for t in self.log.read().splitlines() if t.strip()][-lines:]
         return " / ".join(tail) or "(no output)"
 
-    def close(self) -> None:
+    def _stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+
+    def close(self) -> None:
+        """End the worker (if still running) and its log."""
+        self._stop()
         self.log.close()
 
 

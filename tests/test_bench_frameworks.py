@@ -75,6 +75,19 @@ def test_worker_reports_a_failed_command_and_exits(tmp_path):
     assert worker.returncode == 0
 
 
+def test_channel_reports_a_worker_that_is_gone(bench, tmp_path):
+    channel = bench.Channel("tinygrad_conv", bench.worker_env("tinygrad_conv", 1, str(tmp_path)),
+                            str(tmp_path))
+    try:
+        assert "version" in channel.receive(timeout=60)
+        channel.proc.kill()
+        channel.proc.wait()
+        reply = channel.call("steps", n=1)
+    finally:
+        channel.close()
+    assert reply["error"].startswith("worker exited: ")
+
+
 def test_a_run_whose_only_framework_cannot_run_prints_its_row():
     env = {**os.environ, "CC": "no-such-compiler"}  # tinygrad: not installed, or no compiler
     out = subprocess.run([sys.executable, str(SCRIPT), "--frameworks", "tinygrad", "--batches",
