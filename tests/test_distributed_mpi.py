@@ -1,0 +1,170 @@
+"""Two MPI ranks (``mpiexec -n 2``, from the mpich package): DistributedDataParallel against
+one process over the same global batch, the CLI's distributed run and its resume, and errors
+that end every rank. Each launch has a timeout, so a hang fails instead of blocking; skipped
+when mpi4py or mpiexec is missing (``pip install -e '.[mpi]'``)."""
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tinygrad_conv as tc
+
+pytest.importorskip("mpi4py", reason="mpi4py not installed (pip install -e '.[mpi]')")
+
+
+def _mpiexec() -> str | None:
+    beside = Path(sys.executable).parent / "mpiexec"  # the mpich wheel's, in this venv
+    return str(beside) if beside.exists() else shutil.which("mpiexec")
+
+
+MPIEXEC = _mpiexec()
+pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install mpich)")
+TIMEOUT = 120
+
+
+def run_ranks(args: list[str], cwd: Path, ranks: int = 2) -> subprocess.CompletedProcess:
+    """``mpiexec -n ranks args`` with one compute thread per rank; fails on a timeout."""
+    env = {**os.environ, "TINYGRAD_CONV_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    try:
+        return subprocess.run([MPIEXEC, "-n", str(ranks), *args], cwd=cwd, env=env,
+                              capture_output=True, text=True, timeout=TIMEOUT)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"mpiexec did not finish within {TIMEOUT} s (a hang): {e.stderr}")
+
+
+# one model and data for both the ranks and the single-process reference
+MODEL = textwrap.dedent("""
+    import numpy as np
+    import tinygrad_conv as tc
+    import tinygrad_conv.functional as F
+    from tinygrad_conv import nn, optim
+
+    STEPS, GLOBAL_BATCH = 4, 8
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3, padding=1)
+            self.fc = nn.Linear(4 * 6 * 6, 5)
+            self.unused = nn.Linear(3, 3)  # no gradient: must not be waited for
+
+        def forward(self, x):
+            return self.fc(F.max_pool2d(F.relu(self.conv(x)), 2).flatten(1))
+
+    def batches():
+        g = np.random.default_rng(7)
+        xs = g.standard_normal((STEPS, GLOBAL_BATCH, 1, 12, 12)).astype(np.float32)
+        ys = g.integers(0, 5, (STEPS, GLOBAL_BATCH))
+        return xs, ys
+
+    def train(model, params, rank=0, world=1):
+        opt = optim.SGD(params, lr=0.1, momentum=0.9)
+        xs, ys = batches()
+        local = GLOBAL_BATCH // world
+        for step in range(STEPS):
+            x = tc.tensor(xs[step][rank * local:(rank + 1) * local])
+            y = tc.tensor(ys[step][rank * local:(rank + 1) * local])
+            opt.zero_grad()
+            if step == STEPS - 1:  # two backward passes add up before one step
+                half = local // 2
+                F.cross_entropy(model(x[:half]), y[:half]).backward()
+                F.cross_entropy(model(x[half:]), y[half:]).backward()
+            else:
+                F.cross_entropy(model(x), y).backward()
+            opt.step()
+""")
+
+WORKER = MODEL + textwrap.dedent("""
+    import sys
+    import tinygrad_conv.distributed as dist
+    from tinygrad_conv.nn.parallel import DistributedDataParallel
+
+    dist.init_process_group("mpi")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    tc.manual_seed(100 + rank)  # different weights per rank: the wrapper copies rank 0's
+    model = Net()
+    ddp = DistributedDataParallel(model, bucket_cap_mb=0.001)  # several buckets
+    assert len(ddp._bucket_list) > 1
+    train(ddp, ddp.parameters(), rank, world)
+    assert ddp.comm_seconds > 0
+    tc.save(model.state_dict(), f"{sys.argv[1]}/rank{rank}.npz")
+""")
+
+
+def test_two_ranks_equal_one_process_over_the_global_batch(tmp_path):
+    (tmp_path / "worker.py").write_text(WORKER)
+    done = run_ranks([sys.executable, "worker.py", str(tmp_path)], tmp_path)
+    assert done.returncode == 0, done.stderr
+    namespace: dict = {}
+    exec(MODEL, namespace)
+    tc.manual_seed(100)  # rank 0's initial weights
+    model = namespace["Net"]()
+    initial = {k: v.copy() for k, v in model.state_dict().items()}
+    namespace["train"](model, model.parameters())
+    expected = model.state_dict()
+    for rank in (0, 1):
+        got = tc.load(tmp_path / f"rank{rank}.npz")
+        assert set(got) == set(expected)
+        for name, value in expected.items():
+            np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+            if name.startswith("unused"):
+                np.testing.assert_array_equal(got[name], initial[name])
+            else:
+                assert not np.array_equal(value, initial[name]), name  # training moved it
+
+
+ERRORS = textwrap.dedent("""
+    import sys
+    import tinygrad_conv.distributed as dist
+
+    dist.init_process_group("mpi")
+    if dist.get_rank() == 1:
+        raise ValueError("boom on rank 1")
+    dist.barrier()  # rank 0 would wait here for ever without the abort
+""")
+
+
+def test_an_error_on_one_rank_ends_every_rank_once(tmp_path):
+    (tmp_path / "fails.py").write_text(ERRORS)
+    done = run_ranks([sys.executable, "fails.py"], tmp_path)
+    assert done.returncode != 0
+    assert (done.stdout + done.stderr).count("ValueError: boom on rank 1") == 1
+
+
+def _train_args(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "tinygrad_conv", "train", "--out", str(out),
+            "--no-progress", "--limit-test", "64", "--lr-schedule", "constant", *extra]
+
+
+@pytest.mark.slow
+def test_cli_error_every_rank_meets_is_shown_once(tmp_path):
+    done = run_ranks(_train_args(tmp_path / "run", "--batch-size", "15"), tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.count("must be a multiple of the 2 ranks") == 1, done.stderr
+
+
+@pytest.mark.slow
+def test_cli_trains_on_two_ranks_and_resumes(tmp_path):
+    common = ("--batch-size", "16", "--limit-batches", "3")
+    whole = run_ranks(_train_args(tmp_path / "whole", "--epochs", "2", *common), tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    assert whole.stdout.count("epoch 2/2:") == 1  # rank 0 alone logs
+    assert "2 ranks of 8 images each" in whole.stdout
+    first = run_ranks(_train_args(tmp_path / "split", "--epochs", "1", *common), tmp_path)
+    assert first.returncode == 0, first.stderr
+    resumed = run_ranks(_train_args(tmp_path / "split", "--epochs", "2", "--resume"), tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.count("resuming") == 1
+    a = tc.load(tmp_path / "whole" / "checkpoint.npz")
+    b = tc.load(tmp_path / "split" / "checkpoint.npz")
+    assert a["epoch"] == b["epoch"] == 2
+    for name, value in a["model"].items():
+        np.testing.assert_allclose(b["model"][name], value, rtol=1e-6, atol=1e-7, err_msg=name)
+    assert [r["train_loss"] for r in a["metrics"]] == pytest.approx(
+        [r["train_loss"] for r in b["metrics"]], rel=1e-6)
