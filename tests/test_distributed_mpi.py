@@ -119,6 +119,44 @@ def test_two_ranks_equal_one_process_over_the_global_batch(tmp_path):
                 assert not np.array_equal(value, initial[name]), name  # training moved it
 
 
+BUFFERS = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import tinygrad_conv as tc
+    import tinygrad_conv.distributed as dist
+    from tinygrad_conv import nn
+    from tinygrad_conv.nn.parallel import DistributedDataParallel
+
+    dist.init_process_group("mpi")
+    rank = dist.get_rank()
+    bn = nn.BatchNorm1d(3)
+    bn.running_mean.data[...] = rank + 1.0  # each rank's own, before the wrapper
+    ddp = DistributedDataParallel(bn)
+    seen = [bn.running_mean.numpy().copy()]
+    x = tc.tensor(rank * 10.0 + np.arange(12, dtype=np.float32).reshape(4, 3))
+    for _ in range(2):
+        ddp(x)
+        seen.append(bn.running_mean.numpy().copy())
+    np.save(f"{sys.argv[1]}/rank{rank}.npy", np.stack(seen))
+""")
+
+
+def test_buffers_come_from_rank_0_before_each_forward_and_batch_statistics_stay_local(
+        tmp_path):
+    (tmp_path / "buffers.py").write_text(BUFFERS)
+    done = run_ranks([sys.executable, "buffers.py", str(tmp_path)], tmp_path)
+    assert done.returncode == 0, done.stderr
+    got = [np.load(tmp_path / f"rank{r}.npy") for r in (0, 1)]
+    batch_mean = [r * 10.0 + np.arange(12).reshape(4, 3).mean(axis=0) for r in (0, 1)]
+    rank0_first = 0.9 * 1.0 + 0.1 * batch_mean[0]  # BatchNorm's momentum 0.1
+    for r in (0, 1):
+        np.testing.assert_allclose(got[r][0], 1.0)  # rank 0's running mean, copied
+        np.testing.assert_allclose(got[r][1], 0.9 * 1.0 + 0.1 * batch_mean[r], rtol=1e-6)
+        # the second forward starts again from rank 0's, then adds this rank's own batch
+        np.testing.assert_allclose(got[r][2], 0.9 * rank0_first + 0.1 * batch_mean[r],
+                                   rtol=1e-6)
+
+
 ERRORS = textwrap.dedent("""
     import sys
     import tinygrad_conv.distributed as dist
@@ -168,3 +206,14 @@ def test_cli_trains_on_two_ranks_and_resumes(tmp_path):
         np.testing.assert_allclose(b["model"][name], value, rtol=1e-6, atol=1e-7, err_msg=name)
     assert [r["train_loss"] for r in a["metrics"]] == pytest.approx(
         [r["train_loss"] for r in b["metrics"]], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_cli_error_on_rank_0_alone_aborts_every_rank(tmp_path):
+    out = tmp_path / "run"
+    (out / "checkpoint.npz").mkdir(parents=True)  # rank 0's save fails; rank 1 saves nothing
+    done = run_ranks(_train_args(out, "--epochs", "2", "--batch-size", "8",
+                                 "--limit-batches", "2"), tmp_path)
+    assert done.returncode != 0
+    assert done.stderr.count("could not save") == 1, done.stderr
+    assert "epoch 2/2" not in done.stdout

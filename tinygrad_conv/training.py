@@ -434,6 +434,8 @@ class Trainer:
         else:
             return TrainingInterrupted("Interrupted before any checkpoint was saved.", None)
         command = f"tinygrad-conv train --resume --out {self.out}"
+        if self.world is not None:
+            command = f"mpiexec -n {self.world.size} {command}"
         if self.config.data_dir:
             command += f" --data-dir {self.config.data_dir}"
         return TrainingInterrupted(f"Interrupted: {saved}. Resume with:\n  {command}", path)

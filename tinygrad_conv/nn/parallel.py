@@ -70,8 +70,9 @@ class DistributedDataParallel(Module):
     a mean over the rank's batch: the gradient of the mean over the global batch).
 
     Parameters the forward's output does not depend on get no gradient and are not waited
-    for. ``no_sync()`` skips the averaging (gradient accumulation); ``comm_seconds`` adds up
-    the time spent in MPI calls (a benchmark's measure of communication).
+    for; a forward whose output is never backpropagated is forgotten at the next forward.
+    ``no_sync()`` skips the averaging (gradient accumulation); ``comm_seconds`` adds up the
+    time spent in MPI calls (a benchmark's measure of communication).
     ``device_ids``, ``output_device`` and the other PyTorch arguments are accepted and ignored
     (CPU only).
     """
@@ -99,6 +100,7 @@ class DistributedDataParallel(Module):
         self._bucket_list = _buckets(params, cap) if self.world_size > 1 and params else []
         self._slots = {id(p): (b, i) for b in self._bucket_list for i, p in enumerate(b.params)}
         self._waiting = 0  # gradients still to arrive in the current backward
+        self._armed = 0  # the gradients the current backward will bring
         self._before: dict[int, Tensor | None] = {}  # each param's .grad before this backward
         self._hooks = [p.register_hook(self._grad_hook(p)) for b in self._bucket_list
                        for p in b.params]
@@ -114,7 +116,7 @@ class DistributedDataParallel(Module):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """``module(*args, **kwargs)``; in training mode with grad enabled, also arms the
         gradient averaging of the next backward through the output."""
-        if self._waiting:
+        if 0 < self._waiting < self._armed:  # a backward started, and stopped half way
             raise RuntimeError(
                 "DistributedDataParallel: the previous backward did not produce gradients for "
                 f"{self._waiting} parameter(s) the forward used, so their averaging never "
@@ -141,6 +143,7 @@ class DistributedDataParallel(Module):
                 else:
                     bucket.view(i)[...] = 0
             self._waiting += bucket.waiting
+        self._armed = self._waiting
         self._next_to_start = 0
 
     # ---- backward -----------------------------------------------------------------------
