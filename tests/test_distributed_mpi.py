@@ -157,6 +157,42 @@ def test_buffers_come_from_rank_0_before_each_forward_and_batch_statistics_stay_
                                    rtol=1e-6)
 
 
+COLLECTIVES = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import tinygrad_conv as tc
+    import tinygrad_conv.distributed as dist
+
+    dist.init_process_group("mpi")
+    rank = dist.get_rank()
+    out = {}
+    for op in dist.ReduceOp:
+        t = tc.tensor([rank + 1.0, -2.0 * (rank + 1)])
+        dist.all_reduce(t, op=op)
+        out[op.name] = t.numpy()
+    t = tc.tensor([10.0 * rank + 1, 10.0 * rank + 2])
+    dist.broadcast(t, src=1)
+    out["broadcast"] = t.numpy()
+    out["world"] = np.array([dist.get_world_size(), dist.get_backend() == "mpi"])
+    np.savez(f"{sys.argv[1]}/rank{rank}.npz", **out)
+""")
+
+
+def test_all_reduce_and_broadcast_on_two_ranks(tmp_path):
+    (tmp_path / "collectives.py").write_text(COLLECTIVES)
+    done = run_ranks([sys.executable, "collectives.py", str(tmp_path)], tmp_path)
+    assert done.returncode == 0, done.stderr
+    values = np.array([[1.0, -2.0], [2.0, -4.0]])  # rank 0's and rank 1's
+    expected = {"SUM": values.sum(0), "PRODUCT": values.prod(0), "MIN": values.min(0),
+                "MAX": values.max(0), "AVG": values.mean(0), "broadcast": [11.0, 12.0],
+                "world": [2, 1]}
+    for rank in (0, 1):
+        got = np.load(tmp_path / f"rank{rank}.npz")
+        assert set(got.files) == set(expected)
+        for name, value in expected.items():
+            np.testing.assert_allclose(got[name], value, err_msg=f"rank {rank} {name}")
+
+
 ERRORS = textwrap.dedent("""
     import sys
     import tinygrad_conv.distributed as dist

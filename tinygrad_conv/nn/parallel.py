@@ -196,6 +196,8 @@ class DistributedDataParallel(Module):
                     result = Tensor._from_array(mean.copy())
                     continue
                 before = self._before[id(p)]
+                if p.grad is None:  # autograd.grad captured it instead of storing it
+                    continue
                 if before is None:
                     p.grad.data[...] = mean
                 else:
