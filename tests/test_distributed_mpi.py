@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _mnist import REPO, require_mnist
 
 import tinygrad_conv as tc
 
@@ -213,7 +214,8 @@ def test_an_error_on_one_rank_ends_every_rank_once(tmp_path):
 
 def _train_args(out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "tinygrad_conv", "train", "--out", str(out),
-            "--no-progress", "--limit-test", "64", "--lr-schedule", "constant", *extra]
+            "--data-dir", str(require_mnist()), "--no-progress", "--limit-test", "64",
+            "--lr-schedule", "constant", *extra]
 
 
 @pytest.mark.slow
@@ -253,3 +255,11 @@ def test_cli_error_on_rank_0_alone_aborts_every_rank(tmp_path):
     assert done.returncode != 0
     assert done.stderr.count("could not save") == 1, done.stderr
     assert "epoch 2/2" not in done.stdout
+
+
+@pytest.mark.slow
+def test_the_example_script_runs_on_two_ranks(tmp_path):
+    done = run_ranks([sys.executable, str(REPO / "examples" / "mnist_cnn.py"), "--epochs", "1",
+                      "--limit-batches", "3", "--data-dir", str(require_mnist())], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("epoch 1: test accuracy") == 1  # rank 0 alone evaluates
