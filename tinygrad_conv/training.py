@@ -234,8 +234,7 @@ class Trainer:
                 "(pass --resume to continue it)")
         source = getattr(self.train_set, "root", cfg.data_dir)
         log(f"{_DATASET_NAMES[cfg.dataset]} from {source}: {len(self.train_set)} training images, "
-            f"{self.batches_per_epoch} batches of {cfg.batch_size}{self._ranks_text()} per "
-            "epoch; "
+            f"{self.batches_per_epoch} batches of {cfg.batch_size}{self._ranks_text()} per epoch; "
             f"{len(self.test_set)} test images; {cfg.optimizer} lr {cfg.lr} "
             f"({self._schedule_text()}), seed {cfg.seed}")
 
