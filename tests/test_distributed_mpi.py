@@ -263,3 +263,43 @@ def test_the_example_script_runs_on_two_ranks(tmp_path):
                       "--limit-batches", "3", "--data-dir", str(require_mnist())], tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("epoch 1: test accuracy") == 1  # rank 0 alone evaluates
+
+
+STOP = textwrap.dedent("""
+    import os, signal, sys
+    import tinygrad_conv as tc
+    import tinygrad_conv.distributed as dist
+    from tinygrad_conv.training import TrainConfig, Trainer, TrainingInterrupted
+
+    dist.init_process_group("mpi")
+    rank = dist.get_rank()
+    out, data = sys.argv[1], sys.argv[2]
+    config = TrainConfig(epochs=1, batch_size=8, limit_batches=10, limit_test=16, out=out,
+                         data_dir=data, progress=False, lr_schedule="constant")
+    trainer = Trainer(config, log=lambda message: None)
+    step = trainer._train_step
+
+    def step_then_ctrl_c_on_rank_1(x, y):
+        step(x, y)
+        if rank == 1 and trainer.stats.batches == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C reaches rank 1 alone
+
+    trainer._train_step = step_then_ctrl_c_on_rank_1
+    try:
+        trainer.run()
+    except TrainingInterrupted:
+        print(f"rank {rank} stopped after batch {trainer.stats.batches}")
+""")
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_one_rank_stops_every_rank_after_the_same_batch(tmp_path):
+    (tmp_path / "stop.py").write_text(STOP)
+    done = run_ranks([sys.executable, "stop.py", str(tmp_path / "run"), str(require_mnist())],
+                     tmp_path)
+    assert done.returncode == 0, done.stderr
+    # rank 1's request travels with batch 3's sums: both ranks stop after batch 3
+    assert "rank 0 stopped after batch 3" in done.stdout, done.stdout + done.stderr
+    assert "rank 1 stopped after batch 3" in done.stdout
+    saved = tc.load(tmp_path / "run" / "checkpoint.npz")
+    assert saved["partial"]["batches"] == 3 and saved["loader"]["position"] == 3
