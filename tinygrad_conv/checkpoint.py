@@ -34,6 +34,10 @@ class TrainingError(RuntimeError):
     """A run that cannot start (no checkpoint to resume, mismatched settings)."""
 
 
+class TrainingDiverged(TrainingError):
+    """The loss became NaN or infinite (on every rank at once, in a distributed run)."""
+
+
 def read(path: Path) -> dict[str, Any]:
     """The checkpoint dict at ``path``; ``TrainingError`` saying what to do if there is none,
     or the file is not a training checkpoint."""

@@ -66,7 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the reference CNN (2 conv layers, 2 linear) on MNIST with a progress "
                     "bar. After every epoch: print the test accuracy, save OUT/checkpoint.npz, "
                     "append a line to OUT/metrics.jsonl and draw OUT/curves.png (needs "
-                    "matplotlib). Ctrl-C saves a checkpoint; --resume continues it exactly.",
+                    "matplotlib). Ctrl-C saves a checkpoint; --resume continues it exactly. "
+                    "Under `mpiexec -n N` (pip install 'tinygrad_conv[mpi]') N processes train "
+                    "together, each on its share of every --batch-size batch "
+                    "(docs/distributed.md).",
     )
     d = DEFAULTS
     train.add_argument("--epochs", metavar="N", type=_positive_int, default=None,
@@ -284,6 +287,10 @@ def _inspect(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     args = build_parser().parse_args(argv)
+    if args.command == "train":  # under `mpiexec -n N`: N ranks train one model together
+        from .distributed.training import run_command
+
+        return run_command(args.handler, args)
     return args.handler(args)
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .distributed.sampler import DistributedSampler  # noqa: F401 - torch.utils.data's name
 from .tensor import Tensor
 
 # ---- where the files live and what they are --------------------------------------------
@@ -564,13 +565,20 @@ class DataLoader:
 
     ``state_dict()`` / ``load_state_dict()`` save and restore the position, mid-epoch
     included, so a resumed run sees exactly the batches an uninterrupted one would.
+
+    ``sampler`` (an iterable of indices with a length, such as ``DistributedSampler``) gives
+    each epoch's order instead; it excludes ``shuffle``.
     """
 
     def __init__(self, dataset: Any, batch_size: int = 1, shuffle: bool = False,
-                 drop_last: bool = False, seed: int | None = None,
+                 sampler: Any = None, drop_last: bool = False, seed: int | None = None,
                  collate_fn: Callable | None = None) -> None:
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be a positive int, got {batch_size!r}")
+        if sampler is not None and shuffle:
+            raise ValueError("DataLoader: sampler option is mutually exclusive with shuffle; "
+                             "the sampler decides the order (pass shuffle=False)")
+        self.sampler = sampler
         self.dataset, self.batch_size = dataset, int(batch_size)
         self.collate_fn = collate_fn
         self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
@@ -583,13 +591,17 @@ class DataLoader:
         self._skip = 0  # batches to skip at the next iter (set by load_state_dict)
 
     def __len__(self) -> int:
-        n, b = len(self.dataset), self.batch_size
+        n = len(self.dataset if self.sampler is None else self.sampler)
+        b = self.batch_size
         return n // b if self.drop_last else -(-n // b)
 
     def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
         start_state = copy.deepcopy(self.generator.bit_generator.state)
         n = len(self.dataset)
-        order = self.generator.permutation(n) if self.shuffle else np.arange(n)
+        if self.sampler is not None:
+            order = np.fromiter(self.sampler, dtype=np.int64, count=len(self.sampler))
+        else:
+            order = self.generator.permutation(n) if self.shuffle else np.arange(n)
         skip, self._skip = self._skip, 0
         self._epoch = _Epoch(self, order, start_state, skip)
         return self._epoch

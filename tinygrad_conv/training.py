@@ -32,8 +32,9 @@ from typing import Any
 
 from . import checkpoint, data, rng
 from . import functional as F
-from .checkpoint import CHECKPOINT_NAME, TrainingError
+from .checkpoint import CHECKPOINT_NAME, TrainingDiverged, TrainingError
 from .data import DataLoader, Subset
+from .distributed.training import world as distributed_world
 from .engine import no_grad
 from .models import reference_cnn
 from .pictures import plot_curves
@@ -178,6 +179,9 @@ class Trainer:
     """One run: builds data, model and optimizer from a config, then ``run()`` trains."""
 
     def __init__(self, config: TrainConfig, log: Callable[[str], None] = print) -> None:
+        # on several MPI ranks (tinygrad_conv.distributed.training): only rank 0 writes
+        self.world = world = distributed_world()
+        self.writes = world is None or world.is_main
         self.log = log
         self.out = check_out(config.out)
         self.checkpoint_path = self.out / CHECKPOINT_NAME
@@ -192,11 +196,20 @@ class Trainer:
         if cfg.limit_test:
             test_set = Subset(test_set, range(min(cfg.limit_test, len(test_set))))
         self.test_set = test_set
+        if world is not None:
+            test_set = world.test_shard(test_set)
 
         rng.manual_seed(cfg.seed)
         self.model = reference_cnn()
         self.optimizer = make_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr)
-        self.loader = DataLoader(self.train_set, cfg.batch_size, shuffle=True)
+        if world is None:
+            self.loader = DataLoader(self.train_set, cfg.batch_size, shuffle=True)
+            self.net = self.model
+        else:  # each rank's share of the global batch; gradients averaged in backward
+            self.loader = world.train_loader(self.train_set, cfg.batch_size, cfg.seed)
+            self.net = world.wrap(self.model)
+        self._stop_agreed = False
+        self._stop_requested: Callable[[], bool] = lambda: False  # set by run()
         self.test_loader = DataLoader(test_set, EVAL_BATCH_SIZE, seed=0)  # never shuffled
         n = len(self.loader)
         self.batches_per_epoch = min(n, cfg.limit_batches) if cfg.limit_batches else n
@@ -221,14 +234,20 @@ class Trainer:
                 "(pass --resume to continue it)")
         source = getattr(self.train_set, "root", cfg.data_dir)
         log(f"{_DATASET_NAMES[cfg.dataset]} from {source}: {len(self.train_set)} training images, "
-            f"{self.batches_per_epoch} batches of {cfg.batch_size} per epoch; "
-            f"{len(test_set)} test images; {cfg.optimizer} lr {cfg.lr} "
+            f"{self.batches_per_epoch} batches of {cfg.batch_size}{self._ranks_text()} per epoch; "
+            f"{len(self.test_set)} test images; {cfg.optimizer} lr {cfg.lr} "
             f"({self._schedule_text()}), seed {cfg.seed}")
 
     def _schedule_text(self) -> str:
         if self.scheduler is None:
             return "constant"
         return f"cosine schedule to 0 over {self.scheduler.T_max} steps"
+
+    def _ranks_text(self) -> str:
+        if self.world is None:
+            return ""
+        return (f" ({self.world.size} ranks of {self.config.batch_size // self.world.size} "
+                "images each)")
 
     def steps_left(self) -> int:
         """The optimizer steps from the current point to the end of the run."""
@@ -245,7 +264,10 @@ class Trainer:
         """Write the checkpoint to ``out`` (``checkpoint.write``); returns its path.
 
         A failed write (a full disk, say) leaves the previous checkpoint as it was and raises
-        ``TrainingError`` saying so."""
+        ``TrainingError`` saying so. On a distributed run's ranks other than 0, writes nothing.
+        """
+        if not self.writes:
+            return self.checkpoint_path
         try:
             return checkpoint.write(self)
         except OSError as e:
@@ -270,9 +292,13 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self._rewrite_metrics_file()
         with _StopOnSigint(self.log) as stop:
+            # on several ranks they stop together: after the batch any of them was asked to
+            should_stop = ((lambda: stop.requested) if self.world is None
+                           else (lambda: self._stop_agreed))
+            self._stop_requested = lambda: stop.requested
             try:
                 while self.epochs_done < cfg.epochs:
-                    self._run_epoch(lambda: stop.requested)
+                    self._run_epoch(should_stop)
             except KeyboardInterrupt:
                 raise self._interrupted() from None
         return self.history
@@ -284,12 +310,14 @@ class Trainer:
         started = time.perf_counter() - st.seconds
         self.model.train()
         bar = tqdm(total=self.batches_per_epoch, initial=st.batches, unit="batch",
-                   desc=f"epoch {epoch}/{cfg.epochs}", disable=not cfg.progress,
+                   desc=f"epoch {epoch}/{cfg.epochs}", disable=not (cfg.progress and self.writes),
                    dynamic_ncols=True, leave=False)
         with bar:
             # a resumed loader mid-epoch must still finish that epoch (even if a smaller
             # --limit-batches leaves nothing to train), so its next one draws a new order
             if st.batches < self.batches_per_epoch or self._loader_mid_epoch:
+                if self.world is not None:  # the same order on every rank, new each epoch
+                    self.loader.sampler.set_epoch(self.epochs_done)
                 batches, self._loader_mid_epoch = iter(self.loader), False
                 while st.batches < self.batches_per_epoch:
                     self.rng_state = rng.get_rng_state()
@@ -302,7 +330,7 @@ class Trainer:
                         raise KeyboardInterrupt
                 batches.close()
                 self.rng_state = rng.get_rng_state()
-        test_loss, test_acc = evaluate(self.model, self.test_loader, should_stop)
+        test_loss, test_acc = self._evaluate(should_stop)
         self._check_finite(test_loss, "on the test set after its last batch")
         row = {
             "epoch": epoch,
@@ -315,6 +343,8 @@ class Trainer:
         }
         self.history, self.stats, self.epochs_done = self.history + [row], _EpochStats(), epoch
         self.save()
+        if not self.writes:
+            return
         try:
             with open(self.out / METRICS_NAME, "a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -329,24 +359,45 @@ class Trainer:
         )
         self._plot(announce_missing=epoch == cfg.epochs)
 
+    def _evaluate(self, should_stop: Callable[[], bool]) -> tuple[float, float]:
+        """Test loss and accuracy; on several ranks each evaluates its shard (it cannot stop
+        half way: the others would wait for its sums)."""
+        if self.world is None:
+            return evaluate(self.model, self.test_loader, should_stop)
+        loss, acc = evaluate(self.model, self.test_loader)
+        seen = len(self.test_loader.dataset)
+        loss_sum, correct, seen = self.world.sum(loss * seen, acc * seen, seen)
+        return loss_sum / max(seen, 1), round(correct) / max(seen, 1)
+
     def _train_step(self, x: Any, y: Any) -> None:
         st = self.stats
-        logits = self.model(x)
+        logits = self.net(x)
         loss = F.cross_entropy(logits, y)
-        self._check_finite(loss.item(), f"batch {st.batches + 1}")
+        if self.world is None:
+            self._check_finite(loss.item(), f"batch {st.batches + 1}")
         self.optimizer.zero_grad()
         loss.backward()
-        self.recorder.after_backward(
-            self.model, loss.item(), self.epochs_done * self.batches_per_epoch + st.batches + 1,
-            self.epochs_done + 1, self.optimizer.param_groups[0]["lr"])
-        correct = int((logits.data.argmax(axis=1) == y.data).sum())
+        correct, seen = int((logits.data.argmax(axis=1) == y.data).sum()), len(y)
+        loss_value = loss.item()
+        loss_sum = loss_value * seen
+        if self.world is not None:  # the global batch's numbers, the same on every rank
+            loss_sum, correct, seen, stops = self.world.sum(
+                loss_sum, correct, seen, self._stop_requested())
+            correct, seen, self._stop_agreed = round(correct), round(seen), stops > 0
+            loss_value = loss_sum / seen
+            self._check_finite(loss_value, f"batch {st.batches + 1}")
+        if self.writes:
+            self.recorder.after_backward(
+                self.model, loss_value,
+                self.epochs_done * self.batches_per_epoch + st.batches + 1,
+                self.epochs_done + 1, self.optimizer.param_groups[0]["lr"])
         self._updating = True
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
-        st.loss_sum += loss.item() * len(y)
+        st.loss_sum += loss_sum
         st.correct += correct
-        st.seen += len(y)
+        st.seen += seen
         st.batches += 1
         self._updating = False
 
@@ -355,7 +406,7 @@ class Trainer:
         if math.isfinite(loss):
             return
         lr = self.optimizer.param_groups[0]["lr"]
-        raise TrainingError(
+        raise TrainingDiverged(
             f"the loss became {loss} at epoch {self.epochs_done + 1}, {where} (lr {lr:.3g}): "
             f"training diverged and was stopped; {self._kept()}. Train again with a smaller "
             "--lr"
@@ -382,6 +433,8 @@ class Trainer:
         else:
             return TrainingInterrupted("Interrupted before any checkpoint was saved.", None)
         command = f"tinygrad-conv train --resume --out {self.out}"
+        if self.world is not None:
+            command = f"mpiexec -n {self.world.size} {command}"
         if self.config.data_dir:
             command += f" --data-dir {self.config.data_dir}"
         return TrainingInterrupted(f"Interrupted: {saved}. Resume with:\n  {command}", path)
@@ -391,6 +444,8 @@ class Trainer:
 
     # ---- outputs ----------------------------------------------------------------------
     def _rewrite_metrics_file(self) -> None:
+        if not self.writes:
+            return
         try:
             with open(self.out / METRICS_NAME, "w") as f:
                 f.writelines(json.dumps(row) + "\n"
@@ -533,23 +588,44 @@ def fit(config: TrainConfig, log: Callable[[str], None] = print) -> list[dict[st
     Holds ``out``'s lock (``runlock.RunLock``) while it runs. Raises ``TrainingInterrupted`` on
     Ctrl-C (after saving a checkpoint), ``TrainingError`` when the run cannot start (bad
     settings or checkpoint, ``out`` a file or held by another live run) or stops (a NaN loss,
-    a failed save), and ``data.MNISTError`` when the data is missing or corrupt.
+    a failed save), and ``data.MNISTError`` when the data is missing or corrupt. On several
+    MPI ranks (``mpiexec``), every rank trains its share (``distributed.training``).
     """
-    from .runlock import RunLock
+    world = distributed_world()
+    if world is not None:
+        from .distributed.training import fit as fit_on_ranks
 
-    out = check_out(config.out)
+        history, trainer = fit_on_ranks(world, config, log, _start)
+        if world.is_main:
+            log(where_the_files_are(trainer.out, trainer.recorder.every))
+        return history
+    lock, trainer = _start(config, log)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        lock = RunLock(out)
-        lock.__enter__()
-    except OSError as e:
-        raise TrainingError(f"cannot use --out {out} ({_reason(e)}); pass a folder you can "
-                            "write to") from None
-    try:
-        trainer = Trainer(config, log)
         history = trainer.run()
         log(where_the_files_are(trainer.out, trainer.recorder.every))
         return history
     finally:
         lock.__exit__()
 
+
+def _start(config: TrainConfig, log: Callable[[str], None], lock: bool = True,
+           ) -> tuple[Any, Trainer]:
+    """``(the run folder's lock, or None without lock, the Trainer)``."""
+    from .runlock import RunLock
+
+    out = check_out(config.out)
+    held = None
+    if lock:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            held = RunLock(out)
+            held.__enter__()
+        except OSError as e:
+            raise TrainingError(f"cannot use --out {out} ({_reason(e)}); pass a folder you "
+                                "can write to") from None
+    try:
+        return held, Trainer(config, log)
+    except BaseException:
+        if held is not None:
+            held.__exit__()
+        raise

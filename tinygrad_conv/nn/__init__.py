@@ -7,7 +7,7 @@
 import sys
 
 from .. import functional
-from . import init, utils
+from . import init, parallel, utils
 from .extra import (
     ELU,
     GELU,
@@ -44,7 +44,7 @@ __all__ = [
     "Sigmoid", "Tanh", "MaxPool2d", "AvgPool2d", "Flatten", "Dropout", "BatchNorm1d",
     "BatchNorm2d", "CrossEntropyLoss", "MSELoss", "init", "functional", "utils", "Identity",
     "ModuleList", "ModuleDict", "LeakyReLU", "ELU", "GELU", "SiLU", "Softmax", "LogSoftmax",
-    "AdaptiveAvgPool2d", "Dropout2d", "NLLLoss", "BCEWithLogitsLoss",
+    "AdaptiveAvgPool2d", "Dropout2d", "NLLLoss", "BCEWithLogitsLoss", "parallel",
 ]
 
 # ``import tinygrad_conv.nn.functional as F`` (PyTorch's spelling) finds the same module
