@@ -75,104 +75,146 @@ def constants() -> list[str]:
     return lines
 
 
-def tile_position(m: int, tiles_of: str) -> list[str]:
-    return [f"        tiles = {tiles_of}",
-            "        for k in range(count):",
-            "            t = first + k",
-            "            img = t // tiles",
-            f"            y0 = (t % tiles) // tiles_w * {m}",
-            f"            x0 = t % tiles_w * {m}"]
+def indent(lines: list[str], by: int) -> list[str]:
+    return [" " * by + line for line in lines]
 
 
-def channel_loop(body: list[str], count: str = "c") -> list[str]:
+def channel_loop(body: list[str]) -> list[str]:
     """One loop over the channels. Each loop stores to at most a + 2 places: with more,
     the compiler's checks that stores and loads do not overlap give up on vectorising."""
-    return [f"            for ch in range({count}):"] + [" " * 16 + line for line in body]
+    return ["for ch in range(c):"] + indent(body, 4)
 
 
-def function(name: str, args: str, doc: list[str], tiles_of: str, m: int,
-             loops: list[list[str]], setup: list[str]) -> list[str]:
-    lines = ["", "    @_jit", f"    def {name}({args}):  # pragma: no cover - compiled",
+def function(name: str, args: str, doc: list[str], setup: list[str],
+             body: list[str]) -> list[str]:
+    """A compiled function looping over tiles first .. first+count-1: tile t is image
+    t // tiles, tile row (t % tiles) // tiles_w, tile column t % tiles_w."""
+    lines = ["", "    @_jit", f"    def {name}({args}):  # pragma: no cover",
              f'        """{doc[0]}'] + [f"        {line}" for line in doc[1:]]
     lines[-1] += '"""'
-    lines += [f"        {line}" for line in setup]
-    lines += tile_position(m, tiles_of)
-    for body in loops:
-        lines += channel_loop(body)
-    return lines
+    lines += indent(setup + ["tiles = tiles_h * tiles_w",
+                             "for k in range(count):",
+                             "    t = first + k",
+                             "    img = t // tiles",
+                             "    row, col = (t % tiles) // tiles_w, t % tiles_w"], 8)
+    return lines + indent(body, 12)
 
 
-def input_tiles(m: int) -> list[str]:
-    """v[ξ, k, :] = (Bᵀ d B)[ξ]: first Bᵀ d column by column into rows, then row by row."""
+def edge_copy(into: str, src: str, rows: str, cols: str, zero_first: bool) -> list[str]:
+    """Loops copying an edge tile's inside part between ``src`` and a tile buffer."""
+    lines = [f"{into}[:] = 0"] if zero_first else []
+    return lines + [f"for i in range({rows}):", f"    for j in range({cols}):",
+                    f"        {src}"]
+
+
+def input_stages(m: int, read: str) -> list[str]:
+    """v[ξ, k, :] = (Bᵀ d B)[ξ]: Bᵀ d column by column into rows, then row by row; d[r, j]
+    is ``read.format(r=r, j=j)``."""
     bt, _, _ = matrices(m)
-    a = m + 2
-    loops = []
+    a, lines = m + 2, []
     for j in range(a):  # rows[i, j] = Σ_r Bᵀ[i, r] d[r, j]
-        body = [f"d{r} = xp[img, y0 + {r}, x0 + {j}, ch]" for r in range(a)]
+        body = [f"d{r} = {read.format(r=r, j=j)}" for r in range(a)]
         body += [f"rows[{i}, {j}, ch] = " + combination([(bt[i, r], f"d{r}") for r in range(a)])
                  for i in range(a)]
-        loops.append(body)
+        lines += channel_loop(body)
     for i in range(a):  # v[i*a + j] = Σ_s rows[i, s] Bᵀ[j, s]
         body = [f"r{s} = rows[{i}, {s}, ch]" for s in range(a)]
         body += [f"v[{i * a + j}, k, ch] = " + combination([(bt[j, s], f"r{s}")
                                                             for s in range(a)])
                  for j in range(a)]
-        loops.append(body)
-    return function(
-        f"input_tiles_{m}", "xp, tiles_w, first, count, v",
-        [f"v[ξ, k, :] = (Bᵀ d B)[ξ] of F({m}x{m}, 3x3) for tiles first .. first+count-1 of",
-         "xp (n, Hp, Wp, C); tile t is image t // tiles, tile row (t % tiles) // tiles_w."],
-        f"(xp.shape[1] - 2) // {m} * tiles_w", m, loops,
-        ["c = xp.shape[3]", f"rows = np.empty(({a}, {a}, c), np.float32)  # Bᵀ d"])
+        lines += channel_loop(body)
+    return lines
 
 
-def output_tiles(m: int) -> list[str]:
-    """out tile = Aᵀ M A + bias: Aᵀ M column by column, then row by row."""
-    _, _, at = matrices(m)
+def input_tiles(m: int) -> list[str]:
+    """Tiles inside x read it in place; edge tiles are copied into a zeroed buffer first."""
     a = m + 2
-    loops = []
+    inside = input_stages(m, "x[img, y0 + {r}, x0 + {j}, ch]")
+    edge = edge_copy("tile", "tile[i - y0, j - x0] = x[img, i, j]",
+                     "max(y0, 0), min(y0 + a, h)", "max(x0, 0), min(x0 + a, w)", True)
+    edge += input_stages(m, "tile[{r}, {j}, ch]")
+    body = [f"y0, x0 = row * {m} - ph, col * {m} - pw",
+            "if y0 >= 0 and x0 >= 0 and y0 + a <= h and x0 + a <= w:"]
+    body += indent(inside, 4) + ["else:"] + indent(edge, 4)
+    return function(
+        f"input_tiles_{m}", "x, ph, pw, tiles_h, tiles_w, first, count, v",
+        [f"v[ξ, k, :] = (Bᵀ d B)[ξ] of F({m}x{m}, 3x3) for tiles first .. first+count-1",
+         "of x (n, H, W, C) padded by (ph, pw) zeros (and beyond its bottom-right edge)."],
+        ["h, w, c = x.shape[1], x.shape[2], x.shape[3]", f"a = {a}",
+         f"rows = np.empty(({a}, {a}, c), np.float32)  # Bᵀ d",
+         f"tile = np.empty(({a}, {a}, c), np.float32)  # an edge tile, zeros outside x"], body)
+
+
+def output_stages(m: int, write: str) -> list[str]:
+    """tile = Aᵀ M A + bias: Aᵀ M column by column, then row by row; the value of output
+    (i, j) goes to ``write.format(i=i, j=j)``."""
+    _, _, at = matrices(m)
+    a, lines = m + 2, []
     for j in range(a):  # rows[i, j] = Σ_r Aᵀ[i, r] M[r, j]
         body = [f"m{r} = mm[{r * a + j}, k, ch]" for r in range(a)]
         body += [f"rows[{i}, {j}, ch] = " + combination([(at[i, r], f"m{r}") for r in range(a)])
                  for i in range(m)]
-        loops.append(body)
+        lines += channel_loop(body)
     for i in range(m):  # out[i, j] = Σ_s rows[i, s] Aᵀ[j, s] + b
         body = [f"r{s} = rows[{i}, {s}, ch]" for s in range(a)] + ["b = bias[ch]"]
-        body += [f"out[img, y0 + {i}, x0 + {j}, ch] = "
+        body += [f"{write.format(i=i, j=j)} = "
                  + combination([(at[j, s], f"r{s}") for s in range(a)]) + " + b"
                  for j in range(m)]
-        loops.append(body)
+        lines += channel_loop(body)
+    return lines
+
+
+def output_tiles(m: int) -> list[str]:
+    """Tiles inside out are written in place; edge tiles through a buffer, cut to fit."""
+    inside = output_stages(m, "out[img, y0 + {i}, x0 + {j}, ch]")
+    edge = output_stages(m, "tile[{i}, {j}, ch]")
+    edge += edge_copy("tile", "out[img, i, j] = tile[i - y0, j - x0]",
+                      "y0, min(y0 + m, ho)", "x0, min(x0 + m, wo)", False)
+    body = [f"y0, x0 = row * {m}, col * {m}", "if y0 + m <= ho and x0 + m <= wo:"]
+    body += indent(inside, 4) + ["else:"] + indent(edge, 4)
     return function(
-        f"output_tiles_{m}", "mm, bias, tiles_w, first, count, out",
-        [f"out tile = Aᵀ M A + bias of F({m}x{m}, 3x3) for tiles first .. first+count-1 of",
-         "out (n, H', W', F), H' and W' multiples of the tile; mm (a², block, F)."],
-        f"out.shape[1] // {m} * tiles_w", m, loops,
-        ["c = mm.shape[2]", f"rows = np.empty(({m}, {a}, c), np.float32)  # Aᵀ M"])
+        f"output_tiles_{m}", "mm, bias, tiles_h, tiles_w, first, count, out",
+        [f"out tile = Aᵀ M A + bias of F({m}x{m}, 3x3) for tiles first .. first+count-1",
+         "of out (n, H', W', F), cut at its bottom-right edge; mm (a², block, F)."],
+        ["ho, wo, c = out.shape[1], out.shape[2], mm.shape[2]", f"m = {m}",
+         f"rows = np.empty(({m}, {m + 2}, c), np.float32)  # Aᵀ M",
+         f"tile = np.empty(({m}, {m}, c), np.float32)  # an edge tile, before the cut"], body)
 
 
-def adjoint_tiles(m: int) -> list[str]:
-    """dm[ξ, k, :] = (A dY Aᵀ)[ξ], the output transform's adjoint: dY A row by row, then
-    A (dY A) column by column."""
+def adjoint_stages(m: int, read: str) -> list[str]:
+    """dm[ξ, k, :] = (A dY Aᵀ)[ξ]: dY A row by row, then A (dY A) column by column; dY[i, j]
+    is ``read.format(i=i, j=j)``."""
     _, _, at = matrices(m)
-    a = m + 2
-    loops = []
+    a, lines = m + 2, []
     for i in range(m):  # cols[i, s] = Σ_j dY[i, j] Aᵀ[j, s]
-        body = [f"g{j} = dy[img, y0 + {i}, x0 + {j}, ch]" for j in range(m)]
+        body = [f"g{j} = {read.format(i=i, j=j)}" for j in range(m)]
         body += [f"cols[{i}, {s}, ch] = " + combination([(at[j, s], f"g{j}") for j in range(m)])
                  for s in range(a)]
-        loops.append(body)
+        lines += channel_loop(body)
     for s in range(a):  # dm[r*a + s] = Σ_i Aᵀ[i, r] cols[i, s]
         body = [f"q{i} = cols[{i}, {s}, ch]" for i in range(m)]
         body += [f"dm[{r * a + s}, k, ch] = " + combination([(at[i, r], f"q{i}")
                                                              for i in range(m)])
                  for r in range(a)]
-        loops.append(body)
+        lines += channel_loop(body)
+    return lines
+
+
+def adjoint_tiles(m: int) -> list[str]:
+    """Tiles inside dy read it in place; edge tiles are copied into a zeroed buffer first."""
+    inside = adjoint_stages(m, "dy[img, y0 + {i}, x0 + {j}, ch]")
+    edge = edge_copy("tile", "tile[i - y0, j - x0] = dy[img, i, j]",
+                     "y0, min(y0 + m, ho)", "x0, min(x0 + m, wo)", True)
+    edge += adjoint_stages(m, "tile[{i}, {j}, ch]")
+    body = [f"y0, x0 = row * {m}, col * {m}", "if y0 + m <= ho and x0 + m <= wo:"]
+    body += indent(inside, 4) + ["else:"] + indent(edge, 4)
     return function(
-        f"adjoint_tiles_{m}", "dy, tiles_w, first, count, dm",
+        f"adjoint_tiles_{m}", "dy, tiles_h, tiles_w, first, count, dm",
         [f"dm[ξ, k, :] = (A dY Aᵀ)[ξ] of F({m}x{m}, 3x3) for tiles first .. first+count-1",
-         "of dy (n, H', W', F), H' and W' multiples of the tile."],
-        f"dy.shape[1] // {m} * tiles_w", m, loops,
-        ["c = dy.shape[3]", f"cols = np.empty(({m}, {a}, c), np.float32)  # dY A"])
+         "of dy (n, H', W', F), zeros beyond its bottom-right edge."],
+        ["ho, wo, c = dy.shape[1], dy.shape[2], dy.shape[3]", f"m = {m}",
+         f"cols = np.empty(({m}, {m + 2}, c), np.float32)  # dY A",
+         f"tile = np.empty(({m}, {m}, c), np.float32)  # an edge tile, zeros outside dy"], body)
 
 
 def source() -> str:

@@ -56,15 +56,23 @@ class Plan:
         self.out_hw = (h + 2 * ph - 2, w + 2 * pw - 2)
         self.tiles_h, self.tiles_w = (math.ceil(s / m) for s in self.out_hw)
         self.tiles_per_image = self.tiles_h * self.tiles_w
-        # the padded input covers every tile: m * tiles + 2 rows and columns
-        self.padded_hw = (self.tiles_h * m + 2, self.tiles_w * m + 2)
         self.padding, self.channels, self.filters = padding, c, filters
         per_tile = self.a * self.a * (c + filters) * 4
         self.block = max(_MIN_TILES, _CACHE_BYTES // per_tile)
 
-    def pad(self, xl: np.ndarray) -> np.ndarray:
-        """(n, H, W, C) channels-last images -> (n, Hp, Wp, C), zeros around and beyond."""
-        return _framed(xl, self.padding, self.padded_hw)
+    def input_tiles(self, xl: np.ndarray, first: int, count: int, v: np.ndarray) -> None:
+        """V of tiles first .. first+count-1 of xl (n, H, W, C) into v[:, :count]."""
+        ph, pw = self.padding
+        _transforms(self.m)[0](xl, ph, pw, self.tiles_h, self.tiles_w, first, count, v)
+
+    def output_tiles(self, mm: np.ndarray, bias: np.ndarray, first: int, count: int,
+                     out: np.ndarray) -> None:
+        """Aᵀ M A + bias of tiles first .. first+count-1 into out (n, H', W', F)."""
+        _transforms(self.m)[1](mm, bias, self.tiles_h, self.tiles_w, first, count, out)
+
+    def adjoint_tiles(self, dy: np.ndarray, first: int, count: int, dm: np.ndarray) -> None:
+        """A dY Aᵀ of tiles first .. first+count-1 of dy (n, H', W', F) into dm[:, :count]."""
+        _transforms(self.m)[2](dy, self.tiles_h, self.tiles_w, first, count, dm)
 
     def filters_transformed(self, w: np.ndarray) -> np.ndarray:
         """U = G g Gᵀ for each filter: w (F, C, 3, 3) -> (a², C, F) float32."""
@@ -91,19 +99,10 @@ class Plan:
                 np.empty((a2, self.block, width), np.float32))
 
 
-def _framed(images: np.ndarray, offset: tuple[int, int],
-            size: tuple[int, int]) -> np.ndarray:
-    """(n, h, w, C) -> (n, *size, C) float32: the images at ``offset``, zeros elsewhere
-    (only the frame is zeroed: the inside is copied over once)."""
-    n, h, w, c = images.shape
-    (top, left), (hp, wp) = offset, size
-    out = np.empty((n, hp, wp, c), np.float32)
-    out[:, :top] = 0
-    out[:, top + h:] = 0
-    out[:, top:top + h, :left] = 0
-    out[:, top:top + h, left + w:] = 0
-    out[:, top:top + h, left:left + w] = images
-    return out
+def _channels_last(a: np.ndarray) -> np.ndarray:
+    """a (N, C, H, W) as contiguous (N, H, W, C) float32: a view when it is laid out so
+    (what the other kernels hand out), else one copy."""
+    return np.ascontiguousarray(channels_last(a), dtype=np.float32)
 
 
 def supports(geo: Window, dtype: np.dtype) -> bool:
@@ -125,25 +124,24 @@ def conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, padding: tuple
     """x (N, C, H, W) float32, w (F, C, 3, 3) -> (N, F, H', W'), stride 1, by F(m x m, 3x3).
 
     The result is a channels-first view of channels-last memory, as the other kernels'.
+    The tiles read x in place (no padded copy): edge tiles fill in the zeros themselves.
     """
     plan = Plan(m, x.shape, padding, w.shape[0])
     u = plan.filters_transformed(w)
     b = np.zeros(w.shape[0], np.float32) if bias is None else bias.astype(np.float32)
-    xl, (ho, wo), f = channels_last(x), plan.out_hw, w.shape[0]
-    to_tiles, from_tiles, _ = _transforms(m)
-    out = np.empty((len(x), plan.tiles_h * m, plan.tiles_w * m, f), np.float32)
+    xl, f = _channels_last(x), w.shape[0]
+    out = np.empty((len(x), *plan.out_hw, f), np.float32)
 
     def work(s: slice) -> None:
-        xp = plan.pad(xl[s])
         v, mm = plan.scratch(f)
-        for first, count in plan.tile_blocks(len(xp)):
-            to_tiles(xp, plan.tiles_w, first, count, v)
+        for first, count in plan.tile_blocks(s.stop - s.start):
+            plan.input_tiles(xl[s], first, count, v)
             np.matmul(v[:, :count], u, out=mm[:, :count])  # a² GEMMs (count, C) @ (C, F)
-            from_tiles(mm, b, plan.tiles_w, first, count, out[s])
+            plan.output_tiles(mm, b, first, count, out[s])
 
     with blas_single_threaded():
         over_batch(work, len(x), x.size * f)
-    return channels_first(out[:, :ho, :wo])  # tiles past the edge cut off (a view)
+    return channels_first(out)
 
 
 def conv2d_grad_input(dout: np.ndarray, w: np.ndarray, x_shape: tuple[int, int, int, int],
@@ -159,20 +157,15 @@ def conv2d_grad_weight(dout: np.ndarray, x: np.ndarray, padding: tuple[int, int]
     """dW (F, C, 3, 3) = Gᵀ (Σ over tiles of V[ξ]ᵀ @ (A dY Aᵀ)[ξ]) G, block by block."""
     f = dout.shape[1]
     plan = Plan(m, x.shape, padding, f)
-    xl, gl = channels_last(x), channels_last(dout)
-    to_tiles, _, adjoint = _transforms(m)
-    a2 = plan.a * plan.a
+    xl, gl = _channels_last(x), _channels_last(dout)
     partial_sums: dict[int, np.ndarray] = {}  # by first image: summed in a fixed order
 
     def work(s: slice) -> None:
-        xp = plan.pad(xl[s])
-        # zeros past the edge: those tiles add nothing
-        grads = _framed(gl[s], (0, 0), (plan.tiles_h * m, plan.tiles_w * m))
         v, dm = plan.scratch(f)
-        du = np.zeros((a2, plan.channels, f), np.float32)
-        for first, count in plan.tile_blocks(len(xp)):
-            to_tiles(xp, plan.tiles_w, first, count, v)
-            adjoint(grads, plan.tiles_w, first, count, dm)
+        du = np.zeros((plan.a * plan.a, plan.channels, f), np.float32)
+        for first, count in plan.tile_blocks(s.stop - s.start):
+            plan.input_tiles(xl[s], first, count, v)
+            plan.adjoint_tiles(gl[s], first, count, dm)
             du += np.matmul(v[:, :count].transpose(0, 2, 1), dm[:, :count])
         partial_sums[s.start] = du
 

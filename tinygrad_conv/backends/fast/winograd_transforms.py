@@ -22,617 +22,1201 @@ if compiled.AVAILABLE:
     _F8 = np.float32(8)
 
     @_jit
-    def input_tiles_2(xp, tiles_w, first, count, v):  # pragma: no cover - compiled
-        """v[ξ, k, :] = (Bᵀ d B)[ξ] of F(2x2, 3x3) for tiles first .. first+count-1 of
-        xp (n, Hp, Wp, C); tile t is image t // tiles, tile row (t % tiles) // tiles_w."""
-        c = xp.shape[3]
+    def input_tiles_2(x, ph, pw, tiles_h, tiles_w, first, count, v):  # pragma: no cover
+        """v[ξ, k, :] = (Bᵀ d B)[ξ] of F(2x2, 3x3) for tiles first .. first+count-1
+        of x (n, H, W, C) padded by (ph, pw) zeros (and beyond its bottom-right edge)."""
+        h, w, c = x.shape[1], x.shape[2], x.shape[3]
+        a = 4
         rows = np.empty((4, 4, c), np.float32)  # Bᵀ d
-        tiles = (xp.shape[1] - 2) // 2 * tiles_w
+        tile = np.empty((4, 4, c), np.float32)  # an edge tile, zeros outside x
+        tiles = tiles_h * tiles_w
         for k in range(count):
             t = first + k
             img = t // tiles
-            y0 = (t % tiles) // tiles_w * 2
-            x0 = t % tiles_w * 2
-            for ch in range(c):
-                d0 = xp[img, y0 + 0, x0 + 0, ch]
-                d1 = xp[img, y0 + 1, x0 + 0, ch]
-                d2 = xp[img, y0 + 2, x0 + 0, ch]
-                d3 = xp[img, y0 + 3, x0 + 0, ch]
-                rows[0, 0, ch] = d0 - d2
-                rows[1, 0, ch] = d1 + d2
-                rows[2, 0, ch] = -d1 + d2
-                rows[3, 0, ch] = d1 - d3
-            for ch in range(c):
-                d0 = xp[img, y0 + 0, x0 + 1, ch]
-                d1 = xp[img, y0 + 1, x0 + 1, ch]
-                d2 = xp[img, y0 + 2, x0 + 1, ch]
-                d3 = xp[img, y0 + 3, x0 + 1, ch]
-                rows[0, 1, ch] = d0 - d2
-                rows[1, 1, ch] = d1 + d2
-                rows[2, 1, ch] = -d1 + d2
-                rows[3, 1, ch] = d1 - d3
-            for ch in range(c):
-                d0 = xp[img, y0 + 0, x0 + 2, ch]
-                d1 = xp[img, y0 + 1, x0 + 2, ch]
-                d2 = xp[img, y0 + 2, x0 + 2, ch]
-                d3 = xp[img, y0 + 3, x0 + 2, ch]
-                rows[0, 2, ch] = d0 - d2
-                rows[1, 2, ch] = d1 + d2
-                rows[2, 2, ch] = -d1 + d2
-                rows[3, 2, ch] = d1 - d3
-            for ch in range(c):
-                d0 = xp[img, y0 + 0, x0 + 3, ch]
-                d1 = xp[img, y0 + 1, x0 + 3, ch]
-                d2 = xp[img, y0 + 2, x0 + 3, ch]
-                d3 = xp[img, y0 + 3, x0 + 3, ch]
-                rows[0, 3, ch] = d0 - d2
-                rows[1, 3, ch] = d1 + d2
-                rows[2, 3, ch] = -d1 + d2
-                rows[3, 3, ch] = d1 - d3
-            for ch in range(c):
-                r0 = rows[0, 0, ch]
-                r1 = rows[0, 1, ch]
-                r2 = rows[0, 2, ch]
-                r3 = rows[0, 3, ch]
-                v[0, k, ch] = r0 - r2
-                v[1, k, ch] = r1 + r2
-                v[2, k, ch] = -r1 + r2
-                v[3, k, ch] = r1 - r3
-            for ch in range(c):
-                r0 = rows[1, 0, ch]
-                r1 = rows[1, 1, ch]
-                r2 = rows[1, 2, ch]
-                r3 = rows[1, 3, ch]
-                v[4, k, ch] = r0 - r2
-                v[5, k, ch] = r1 + r2
-                v[6, k, ch] = -r1 + r2
-                v[7, k, ch] = r1 - r3
-            for ch in range(c):
-                r0 = rows[2, 0, ch]
-                r1 = rows[2, 1, ch]
-                r2 = rows[2, 2, ch]
-                r3 = rows[2, 3, ch]
-                v[8, k, ch] = r0 - r2
-                v[9, k, ch] = r1 + r2
-                v[10, k, ch] = -r1 + r2
-                v[11, k, ch] = r1 - r3
-            for ch in range(c):
-                r0 = rows[3, 0, ch]
-                r1 = rows[3, 1, ch]
-                r2 = rows[3, 2, ch]
-                r3 = rows[3, 3, ch]
-                v[12, k, ch] = r0 - r2
-                v[13, k, ch] = r1 + r2
-                v[14, k, ch] = -r1 + r2
-                v[15, k, ch] = r1 - r3
+            row, col = (t % tiles) // tiles_w, t % tiles_w
+            y0, x0 = row * 2 - ph, col * 2 - pw
+            if y0 >= 0 and x0 >= 0 and y0 + a <= h and x0 + a <= w:
+                for ch in range(c):
+                    d0 = x[img, y0 + 0, x0 + 0, ch]
+                    d1 = x[img, y0 + 1, x0 + 0, ch]
+                    d2 = x[img, y0 + 2, x0 + 0, ch]
+                    d3 = x[img, y0 + 3, x0 + 0, ch]
+                    rows[0, 0, ch] = d0 - d2
+                    rows[1, 0, ch] = d1 + d2
+                    rows[2, 0, ch] = -d1 + d2
+                    rows[3, 0, ch] = d1 - d3
+                for ch in range(c):
+                    d0 = x[img, y0 + 0, x0 + 1, ch]
+                    d1 = x[img, y0 + 1, x0 + 1, ch]
+                    d2 = x[img, y0 + 2, x0 + 1, ch]
+                    d3 = x[img, y0 + 3, x0 + 1, ch]
+                    rows[0, 1, ch] = d0 - d2
+                    rows[1, 1, ch] = d1 + d2
+                    rows[2, 1, ch] = -d1 + d2
+                    rows[3, 1, ch] = d1 - d3
+                for ch in range(c):
+                    d0 = x[img, y0 + 0, x0 + 2, ch]
+                    d1 = x[img, y0 + 1, x0 + 2, ch]
+                    d2 = x[img, y0 + 2, x0 + 2, ch]
+                    d3 = x[img, y0 + 3, x0 + 2, ch]
+                    rows[0, 2, ch] = d0 - d2
+                    rows[1, 2, ch] = d1 + d2
+                    rows[2, 2, ch] = -d1 + d2
+                    rows[3, 2, ch] = d1 - d3
+                for ch in range(c):
+                    d0 = x[img, y0 + 0, x0 + 3, ch]
+                    d1 = x[img, y0 + 1, x0 + 3, ch]
+                    d2 = x[img, y0 + 2, x0 + 3, ch]
+                    d3 = x[img, y0 + 3, x0 + 3, ch]
+                    rows[0, 3, ch] = d0 - d2
+                    rows[1, 3, ch] = d1 + d2
+                    rows[2, 3, ch] = -d1 + d2
+                    rows[3, 3, ch] = d1 - d3
+                for ch in range(c):
+                    r0 = rows[0, 0, ch]
+                    r1 = rows[0, 1, ch]
+                    r2 = rows[0, 2, ch]
+                    r3 = rows[0, 3, ch]
+                    v[0, k, ch] = r0 - r2
+                    v[1, k, ch] = r1 + r2
+                    v[2, k, ch] = -r1 + r2
+                    v[3, k, ch] = r1 - r3
+                for ch in range(c):
+                    r0 = rows[1, 0, ch]
+                    r1 = rows[1, 1, ch]
+                    r2 = rows[1, 2, ch]
+                    r3 = rows[1, 3, ch]
+                    v[4, k, ch] = r0 - r2
+                    v[5, k, ch] = r1 + r2
+                    v[6, k, ch] = -r1 + r2
+                    v[7, k, ch] = r1 - r3
+                for ch in range(c):
+                    r0 = rows[2, 0, ch]
+                    r1 = rows[2, 1, ch]
+                    r2 = rows[2, 2, ch]
+                    r3 = rows[2, 3, ch]
+                    v[8, k, ch] = r0 - r2
+                    v[9, k, ch] = r1 + r2
+                    v[10, k, ch] = -r1 + r2
+                    v[11, k, ch] = r1 - r3
+                for ch in range(c):
+                    r0 = rows[3, 0, ch]
+                    r1 = rows[3, 1, ch]
+                    r2 = rows[3, 2, ch]
+                    r3 = rows[3, 3, ch]
+                    v[12, k, ch] = r0 - r2
+                    v[13, k, ch] = r1 + r2
+                    v[14, k, ch] = -r1 + r2
+                    v[15, k, ch] = r1 - r3
+            else:
+                tile[:] = 0
+                for i in range(max(y0, 0), min(y0 + a, h)):
+                    for j in range(max(x0, 0), min(x0 + a, w)):
+                        tile[i - y0, j - x0] = x[img, i, j]
+                for ch in range(c):
+                    d0 = tile[0, 0, ch]
+                    d1 = tile[1, 0, ch]
+                    d2 = tile[2, 0, ch]
+                    d3 = tile[3, 0, ch]
+                    rows[0, 0, ch] = d0 - d2
+                    rows[1, 0, ch] = d1 + d2
+                    rows[2, 0, ch] = -d1 + d2
+                    rows[3, 0, ch] = d1 - d3
+                for ch in range(c):
+                    d0 = tile[0, 1, ch]
+                    d1 = tile[1, 1, ch]
+                    d2 = tile[2, 1, ch]
+                    d3 = tile[3, 1, ch]
+                    rows[0, 1, ch] = d0 - d2
+                    rows[1, 1, ch] = d1 + d2
+                    rows[2, 1, ch] = -d1 + d2
+                    rows[3, 1, ch] = d1 - d3
+                for ch in range(c):
+                    d0 = tile[0, 2, ch]
+                    d1 = tile[1, 2, ch]
+                    d2 = tile[2, 2, ch]
+                    d3 = tile[3, 2, ch]
+                    rows[0, 2, ch] = d0 - d2
+                    rows[1, 2, ch] = d1 + d2
+                    rows[2, 2, ch] = -d1 + d2
+                    rows[3, 2, ch] = d1 - d3
+                for ch in range(c):
+                    d0 = tile[0, 3, ch]
+                    d1 = tile[1, 3, ch]
+                    d2 = tile[2, 3, ch]
+                    d3 = tile[3, 3, ch]
+                    rows[0, 3, ch] = d0 - d2
+                    rows[1, 3, ch] = d1 + d2
+                    rows[2, 3, ch] = -d1 + d2
+                    rows[3, 3, ch] = d1 - d3
+                for ch in range(c):
+                    r0 = rows[0, 0, ch]
+                    r1 = rows[0, 1, ch]
+                    r2 = rows[0, 2, ch]
+                    r3 = rows[0, 3, ch]
+                    v[0, k, ch] = r0 - r2
+                    v[1, k, ch] = r1 + r2
+                    v[2, k, ch] = -r1 + r2
+                    v[3, k, ch] = r1 - r3
+                for ch in range(c):
+                    r0 = rows[1, 0, ch]
+                    r1 = rows[1, 1, ch]
+                    r2 = rows[1, 2, ch]
+                    r3 = rows[1, 3, ch]
+                    v[4, k, ch] = r0 - r2
+                    v[5, k, ch] = r1 + r2
+                    v[6, k, ch] = -r1 + r2
+                    v[7, k, ch] = r1 - r3
+                for ch in range(c):
+                    r0 = rows[2, 0, ch]
+                    r1 = rows[2, 1, ch]
+                    r2 = rows[2, 2, ch]
+                    r3 = rows[2, 3, ch]
+                    v[8, k, ch] = r0 - r2
+                    v[9, k, ch] = r1 + r2
+                    v[10, k, ch] = -r1 + r2
+                    v[11, k, ch] = r1 - r3
+                for ch in range(c):
+                    r0 = rows[3, 0, ch]
+                    r1 = rows[3, 1, ch]
+                    r2 = rows[3, 2, ch]
+                    r3 = rows[3, 3, ch]
+                    v[12, k, ch] = r0 - r2
+                    v[13, k, ch] = r1 + r2
+                    v[14, k, ch] = -r1 + r2
+                    v[15, k, ch] = r1 - r3
 
     @_jit
-    def output_tiles_2(mm, bias, tiles_w, first, count, out):  # pragma: no cover - compiled
-        """out tile = Aᵀ M A + bias of F(2x2, 3x3) for tiles first .. first+count-1 of
-        out (n, H', W', F), H' and W' multiples of the tile; mm (a², block, F)."""
-        c = mm.shape[2]
+    def output_tiles_2(mm, bias, tiles_h, tiles_w, first, count, out):  # pragma: no cover
+        """out tile = Aᵀ M A + bias of F(2x2, 3x3) for tiles first .. first+count-1
+        of out (n, H', W', F), cut at its bottom-right edge; mm (a², block, F)."""
+        ho, wo, c = out.shape[1], out.shape[2], mm.shape[2]
+        m = 2
         rows = np.empty((2, 4, c), np.float32)  # Aᵀ M
-        tiles = out.shape[1] // 2 * tiles_w
+        tile = np.empty((2, 2, c), np.float32)  # an edge tile, before the cut
+        tiles = tiles_h * tiles_w
         for k in range(count):
             t = first + k
             img = t // tiles
-            y0 = (t % tiles) // tiles_w * 2
-            x0 = t % tiles_w * 2
-            for ch in range(c):
-                m0 = mm[0, k, ch]
-                m1 = mm[4, k, ch]
-                m2 = mm[8, k, ch]
-                m3 = mm[12, k, ch]
-                rows[0, 0, ch] = m0 + m1 + m2
-                rows[1, 0, ch] = m1 - m2 - m3
-            for ch in range(c):
-                m0 = mm[1, k, ch]
-                m1 = mm[5, k, ch]
-                m2 = mm[9, k, ch]
-                m3 = mm[13, k, ch]
-                rows[0, 1, ch] = m0 + m1 + m2
-                rows[1, 1, ch] = m1 - m2 - m3
-            for ch in range(c):
-                m0 = mm[2, k, ch]
-                m1 = mm[6, k, ch]
-                m2 = mm[10, k, ch]
-                m3 = mm[14, k, ch]
-                rows[0, 2, ch] = m0 + m1 + m2
-                rows[1, 2, ch] = m1 - m2 - m3
-            for ch in range(c):
-                m0 = mm[3, k, ch]
-                m1 = mm[7, k, ch]
-                m2 = mm[11, k, ch]
-                m3 = mm[15, k, ch]
-                rows[0, 3, ch] = m0 + m1 + m2
-                rows[1, 3, ch] = m1 - m2 - m3
-            for ch in range(c):
-                r0 = rows[0, 0, ch]
-                r1 = rows[0, 1, ch]
-                r2 = rows[0, 2, ch]
-                r3 = rows[0, 3, ch]
-                b = bias[ch]
-                out[img, y0 + 0, x0 + 0, ch] = r0 + r1 + r2 + b
-                out[img, y0 + 0, x0 + 1, ch] = r1 - r2 - r3 + b
-            for ch in range(c):
-                r0 = rows[1, 0, ch]
-                r1 = rows[1, 1, ch]
-                r2 = rows[1, 2, ch]
-                r3 = rows[1, 3, ch]
-                b = bias[ch]
-                out[img, y0 + 1, x0 + 0, ch] = r0 + r1 + r2 + b
-                out[img, y0 + 1, x0 + 1, ch] = r1 - r2 - r3 + b
+            row, col = (t % tiles) // tiles_w, t % tiles_w
+            y0, x0 = row * 2, col * 2
+            if y0 + m <= ho and x0 + m <= wo:
+                for ch in range(c):
+                    m0 = mm[0, k, ch]
+                    m1 = mm[4, k, ch]
+                    m2 = mm[8, k, ch]
+                    m3 = mm[12, k, ch]
+                    rows[0, 0, ch] = m0 + m1 + m2
+                    rows[1, 0, ch] = m1 - m2 - m3
+                for ch in range(c):
+                    m0 = mm[1, k, ch]
+                    m1 = mm[5, k, ch]
+                    m2 = mm[9, k, ch]
+                    m3 = mm[13, k, ch]
+                    rows[0, 1, ch] = m0 + m1 + m2
+                    rows[1, 1, ch] = m1 - m2 - m3
+                for ch in range(c):
+                    m0 = mm[2, k, ch]
+                    m1 = mm[6, k, ch]
+                    m2 = mm[10, k, ch]
+                    m3 = mm[14, k, ch]
+                    rows[0, 2, ch] = m0 + m1 + m2
+                    rows[1, 2, ch] = m1 - m2 - m3
+                for ch in range(c):
+                    m0 = mm[3, k, ch]
+                    m1 = mm[7, k, ch]
+                    m2 = mm[11, k, ch]
+                    m3 = mm[15, k, ch]
+                    rows[0, 3, ch] = m0 + m1 + m2
+                    rows[1, 3, ch] = m1 - m2 - m3
+                for ch in range(c):
+                    r0 = rows[0, 0, ch]
+                    r1 = rows[0, 1, ch]
+                    r2 = rows[0, 2, ch]
+                    r3 = rows[0, 3, ch]
+                    b = bias[ch]
+                    out[img, y0 + 0, x0 + 0, ch] = r0 + r1 + r2 + b
+                    out[img, y0 + 0, x0 + 1, ch] = r1 - r2 - r3 + b
+                for ch in range(c):
+                    r0 = rows[1, 0, ch]
+                    r1 = rows[1, 1, ch]
+                    r2 = rows[1, 2, ch]
+                    r3 = rows[1, 3, ch]
+                    b = bias[ch]
+                    out[img, y0 + 1, x0 + 0, ch] = r0 + r1 + r2 + b
+                    out[img, y0 + 1, x0 + 1, ch] = r1 - r2 - r3 + b
+            else:
+                for ch in range(c):
+                    m0 = mm[0, k, ch]
+                    m1 = mm[4, k, ch]
+                    m2 = mm[8, k, ch]
+                    m3 = mm[12, k, ch]
+                    rows[0, 0, ch] = m0 + m1 + m2
+                    rows[1, 0, ch] = m1 - m2 - m3
+                for ch in range(c):
+                    m0 = mm[1, k, ch]
+                    m1 = mm[5, k, ch]
+                    m2 = mm[9, k, ch]
+                    m3 = mm[13, k, ch]
+                    rows[0, 1, ch] = m0 + m1 + m2
+                    rows[1, 1, ch] = m1 - m2 - m3
+                for ch in range(c):
+                    m0 = mm[2, k, ch]
+                    m1 = mm[6, k, ch]
+                    m2 = mm[10, k, ch]
+                    m3 = mm[14, k, ch]
+                    rows[0, 2, ch] = m0 + m1 + m2
+                    rows[1, 2, ch] = m1 - m2 - m3
+                for ch in range(c):
+                    m0 = mm[3, k, ch]
+                    m1 = mm[7, k, ch]
+                    m2 = mm[11, k, ch]
+                    m3 = mm[15, k, ch]
+                    rows[0, 3, ch] = m0 + m1 + m2
+                    rows[1, 3, ch] = m1 - m2 - m3
+                for ch in range(c):
+                    r0 = rows[0, 0, ch]
+                    r1 = rows[0, 1, ch]
+                    r2 = rows[0, 2, ch]
+                    r3 = rows[0, 3, ch]
+                    b = bias[ch]
+                    tile[0, 0, ch] = r0 + r1 + r2 + b
+                    tile[0, 1, ch] = r1 - r2 - r3 + b
+                for ch in range(c):
+                    r0 = rows[1, 0, ch]
+                    r1 = rows[1, 1, ch]
+                    r2 = rows[1, 2, ch]
+                    r3 = rows[1, 3, ch]
+                    b = bias[ch]
+                    tile[1, 0, ch] = r0 + r1 + r2 + b
+                    tile[1, 1, ch] = r1 - r2 - r3 + b
+                for i in range(y0, min(y0 + m, ho)):
+                    for j in range(x0, min(x0 + m, wo)):
+                        out[img, i, j] = tile[i - y0, j - x0]
 
     @_jit
-    def adjoint_tiles_2(dy, tiles_w, first, count, dm):  # pragma: no cover - compiled
+    def adjoint_tiles_2(dy, tiles_h, tiles_w, first, count, dm):  # pragma: no cover
         """dm[ξ, k, :] = (A dY Aᵀ)[ξ] of F(2x2, 3x3) for tiles first .. first+count-1
-        of dy (n, H', W', F), H' and W' multiples of the tile."""
-        c = dy.shape[3]
+        of dy (n, H', W', F), zeros beyond its bottom-right edge."""
+        ho, wo, c = dy.shape[1], dy.shape[2], dy.shape[3]
+        m = 2
         cols = np.empty((2, 4, c), np.float32)  # dY A
-        tiles = dy.shape[1] // 2 * tiles_w
+        tile = np.empty((2, 2, c), np.float32)  # an edge tile, zeros outside dy
+        tiles = tiles_h * tiles_w
         for k in range(count):
             t = first + k
             img = t // tiles
-            y0 = (t % tiles) // tiles_w * 2
-            x0 = t % tiles_w * 2
-            for ch in range(c):
-                g0 = dy[img, y0 + 0, x0 + 0, ch]
-                g1 = dy[img, y0 + 0, x0 + 1, ch]
-                cols[0, 0, ch] = g0
-                cols[0, 1, ch] = g0 + g1
-                cols[0, 2, ch] = g0 - g1
-                cols[0, 3, ch] = -g1
-            for ch in range(c):
-                g0 = dy[img, y0 + 1, x0 + 0, ch]
-                g1 = dy[img, y0 + 1, x0 + 1, ch]
-                cols[1, 0, ch] = g0
-                cols[1, 1, ch] = g0 + g1
-                cols[1, 2, ch] = g0 - g1
-                cols[1, 3, ch] = -g1
-            for ch in range(c):
-                q0 = cols[0, 0, ch]
-                q1 = cols[1, 0, ch]
-                dm[0, k, ch] = q0
-                dm[4, k, ch] = q0 + q1
-                dm[8, k, ch] = q0 - q1
-                dm[12, k, ch] = -q1
-            for ch in range(c):
-                q0 = cols[0, 1, ch]
-                q1 = cols[1, 1, ch]
-                dm[1, k, ch] = q0
-                dm[5, k, ch] = q0 + q1
-                dm[9, k, ch] = q0 - q1
-                dm[13, k, ch] = -q1
-            for ch in range(c):
-                q0 = cols[0, 2, ch]
-                q1 = cols[1, 2, ch]
-                dm[2, k, ch] = q0
-                dm[6, k, ch] = q0 + q1
-                dm[10, k, ch] = q0 - q1
-                dm[14, k, ch] = -q1
-            for ch in range(c):
-                q0 = cols[0, 3, ch]
-                q1 = cols[1, 3, ch]
-                dm[3, k, ch] = q0
-                dm[7, k, ch] = q0 + q1
-                dm[11, k, ch] = q0 - q1
-                dm[15, k, ch] = -q1
+            row, col = (t % tiles) // tiles_w, t % tiles_w
+            y0, x0 = row * 2, col * 2
+            if y0 + m <= ho and x0 + m <= wo:
+                for ch in range(c):
+                    g0 = dy[img, y0 + 0, x0 + 0, ch]
+                    g1 = dy[img, y0 + 0, x0 + 1, ch]
+                    cols[0, 0, ch] = g0
+                    cols[0, 1, ch] = g0 + g1
+                    cols[0, 2, ch] = g0 - g1
+                    cols[0, 3, ch] = -g1
+                for ch in range(c):
+                    g0 = dy[img, y0 + 1, x0 + 0, ch]
+                    g1 = dy[img, y0 + 1, x0 + 1, ch]
+                    cols[1, 0, ch] = g0
+                    cols[1, 1, ch] = g0 + g1
+                    cols[1, 2, ch] = g0 - g1
+                    cols[1, 3, ch] = -g1
+                for ch in range(c):
+                    q0 = cols[0, 0, ch]
+                    q1 = cols[1, 0, ch]
+                    dm[0, k, ch] = q0
+                    dm[4, k, ch] = q0 + q1
+                    dm[8, k, ch] = q0 - q1
+                    dm[12, k, ch] = -q1
+                for ch in range(c):
+                    q0 = cols[0, 1, ch]
+                    q1 = cols[1, 1, ch]
+                    dm[1, k, ch] = q0
+                    dm[5, k, ch] = q0 + q1
+                    dm[9, k, ch] = q0 - q1
+                    dm[13, k, ch] = -q1
+                for ch in range(c):
+                    q0 = cols[0, 2, ch]
+                    q1 = cols[1, 2, ch]
+                    dm[2, k, ch] = q0
+                    dm[6, k, ch] = q0 + q1
+                    dm[10, k, ch] = q0 - q1
+                    dm[14, k, ch] = -q1
+                for ch in range(c):
+                    q0 = cols[0, 3, ch]
+                    q1 = cols[1, 3, ch]
+                    dm[3, k, ch] = q0
+                    dm[7, k, ch] = q0 + q1
+                    dm[11, k, ch] = q0 - q1
+                    dm[15, k, ch] = -q1
+            else:
+                tile[:] = 0
+                for i in range(y0, min(y0 + m, ho)):
+                    for j in range(x0, min(x0 + m, wo)):
+                        tile[i - y0, j - x0] = dy[img, i, j]
+                for ch in range(c):
+                    g0 = tile[0, 0, ch]
+                    g1 = tile[0, 1, ch]
+                    cols[0, 0, ch] = g0
+                    cols[0, 1, ch] = g0 + g1
+                    cols[0, 2, ch] = g0 - g1
+                    cols[0, 3, ch] = -g1
+                for ch in range(c):
+                    g0 = tile[1, 0, ch]
+                    g1 = tile[1, 1, ch]
+                    cols[1, 0, ch] = g0
+                    cols[1, 1, ch] = g0 + g1
+                    cols[1, 2, ch] = g0 - g1
+                    cols[1, 3, ch] = -g1
+                for ch in range(c):
+                    q0 = cols[0, 0, ch]
+                    q1 = cols[1, 0, ch]
+                    dm[0, k, ch] = q0
+                    dm[4, k, ch] = q0 + q1
+                    dm[8, k, ch] = q0 - q1
+                    dm[12, k, ch] = -q1
+                for ch in range(c):
+                    q0 = cols[0, 1, ch]
+                    q1 = cols[1, 1, ch]
+                    dm[1, k, ch] = q0
+                    dm[5, k, ch] = q0 + q1
+                    dm[9, k, ch] = q0 - q1
+                    dm[13, k, ch] = -q1
+                for ch in range(c):
+                    q0 = cols[0, 2, ch]
+                    q1 = cols[1, 2, ch]
+                    dm[2, k, ch] = q0
+                    dm[6, k, ch] = q0 + q1
+                    dm[10, k, ch] = q0 - q1
+                    dm[14, k, ch] = -q1
+                for ch in range(c):
+                    q0 = cols[0, 3, ch]
+                    q1 = cols[1, 3, ch]
+                    dm[3, k, ch] = q0
+                    dm[7, k, ch] = q0 + q1
+                    dm[11, k, ch] = q0 - q1
+                    dm[15, k, ch] = -q1
 
     @_jit
-    def input_tiles_4(xp, tiles_w, first, count, v):  # pragma: no cover - compiled
-        """v[ξ, k, :] = (Bᵀ d B)[ξ] of F(4x4, 3x3) for tiles first .. first+count-1 of
-        xp (n, Hp, Wp, C); tile t is image t // tiles, tile row (t % tiles) // tiles_w."""
-        c = xp.shape[3]
+    def input_tiles_4(x, ph, pw, tiles_h, tiles_w, first, count, v):  # pragma: no cover
+        """v[ξ, k, :] = (Bᵀ d B)[ξ] of F(4x4, 3x3) for tiles first .. first+count-1
+        of x (n, H, W, C) padded by (ph, pw) zeros (and beyond its bottom-right edge)."""
+        h, w, c = x.shape[1], x.shape[2], x.shape[3]
+        a = 6
         rows = np.empty((6, 6, c), np.float32)  # Bᵀ d
-        tiles = (xp.shape[1] - 2) // 4 * tiles_w
+        tile = np.empty((6, 6, c), np.float32)  # an edge tile, zeros outside x
+        tiles = tiles_h * tiles_w
         for k in range(count):
             t = first + k
             img = t // tiles
-            y0 = (t % tiles) // tiles_w * 4
-            x0 = t % tiles_w * 4
-            for ch in range(c):
-                d0 = xp[img, y0 + 0, x0 + 0, ch]
-                d1 = xp[img, y0 + 1, x0 + 0, ch]
-                d2 = xp[img, y0 + 2, x0 + 0, ch]
-                d3 = xp[img, y0 + 3, x0 + 0, ch]
-                d4 = xp[img, y0 + 4, x0 + 0, ch]
-                d5 = xp[img, y0 + 5, x0 + 0, ch]
-                rows[0, 0, ch] = _F4 * d0 - _F5 * d2 + d4
-                rows[1, 0, ch] = -_F4 * d1 - _F4 * d2 + d3 + d4
-                rows[2, 0, ch] = _F4 * d1 - _F4 * d2 - d3 + d4
-                rows[3, 0, ch] = -_F2 * d1 - d2 + _F2 * d3 + d4
-                rows[4, 0, ch] = _F2 * d1 - d2 - _F2 * d3 + d4
-                rows[5, 0, ch] = _F4 * d1 - _F5 * d3 + d5
-            for ch in range(c):
-                d0 = xp[img, y0 + 0, x0 + 1, ch]
-                d1 = xp[img, y0 + 1, x0 + 1, ch]
-                d2 = xp[img, y0 + 2, x0 + 1, ch]
-                d3 = xp[img, y0 + 3, x0 + 1, ch]
-                d4 = xp[img, y0 + 4, x0 + 1, ch]
-                d5 = xp[img, y0 + 5, x0 + 1, ch]
-                rows[0, 1, ch] = _F4 * d0 - _F5 * d2 + d4
-                rows[1, 1, ch] = -_F4 * d1 - _F4 * d2 + d3 + d4
-                rows[2, 1, ch] = _F4 * d1 - _F4 * d2 - d3 + d4
-                rows[3, 1, ch] = -_F2 * d1 - d2 + _F2 * d3 + d4
-                rows[4, 1, ch] = _F2 * d1 - d2 - _F2 * d3 + d4
-                rows[5, 1, ch] = _F4 * d1 - _F5 * d3 + d5
-            for ch in range(c):
-                d0 = xp[img, y0 + 0, x0 + 2, ch]
-                d1 = xp[img, y0 + 1, x0 + 2, ch]
-                d2 = xp[img, y0 + 2, x0 + 2, ch]
-                d3 = xp[img, y0 + 3, x0 + 2, ch]
-                d4 = xp[img, y0 + 4, x0 + 2, ch]
-                d5 = xp[img, y0 + 5, x0 + 2, ch]
-                rows[0, 2, ch] = _F4 * d0 - _F5 * d2 + d4
-                rows[1, 2, ch] = -_F4 * d1 - _F4 * d2 + d3 + d4
-                rows[2, 2, ch] = _F4 * d1 - _F4 * d2 - d3 + d4
-                rows[3, 2, ch] = -_F2 * d1 - d2 + _F2 * d3 + d4
-                rows[4, 2, ch] = _F2 * d1 - d2 - _F2 * d3 + d4
-                rows[5, 2, ch] = _F4 * d1 - _F5 * d3 + d5
-            for ch in range(c):
-                d0 = xp[img, y0 + 0, x0 + 3, ch]
-                d1 = xp[img, y0 + 1, x0 + 3, ch]
-                d2 = xp[img, y0 + 2, x0 + 3, ch]
-                d3 = xp[img, y0 + 3, x0 + 3, ch]
-                d4 = xp[img, y0 + 4, x0 + 3, ch]
-                d5 = xp[img, y0 + 5, x0 + 3, ch]
-                rows[0, 3, ch] = _F4 * d0 - _F5 * d2 + d4
-                rows[1, 3, ch] = -_F4 * d1 - _F4 * d2 + d3 + d4
-                rows[2, 3, ch] = _F4 * d1 - _F4 * d2 - d3 + d4
-                rows[3, 3, ch] = -_F2 * d1 - d2 + _F2 * d3 + d4
-                rows[4, 3, ch] = _F2 * d1 - d2 - _F2 * d3 + d4
-                rows[5, 3, ch] = _F4 * d1 - _F5 * d3 + d5
-            for ch in range(c):
-                d0 = xp[img, y0 + 0, x0 + 4, ch]
-                d1 = xp[img, y0 + 1, x0 + 4, ch]
-                d2 = xp[img, y0 + 2, x0 + 4, ch]
-                d3 = xp[img, y0 + 3, x0 + 4, ch]
-                d4 = xp[img, y0 + 4, x0 + 4, ch]
-                d5 = xp[img, y0 + 5, x0 + 4, ch]
-                rows[0, 4, ch] = _F4 * d0 - _F5 * d2 + d4
-                rows[1, 4, ch] = -_F4 * d1 - _F4 * d2 + d3 + d4
-                rows[2, 4, ch] = _F4 * d1 - _F4 * d2 - d3 + d4
-                rows[3, 4, ch] = -_F2 * d1 - d2 + _F2 * d3 + d4
-                rows[4, 4, ch] = _F2 * d1 - d2 - _F2 * d3 + d4
-                rows[5, 4, ch] = _F4 * d1 - _F5 * d3 + d5
-            for ch in range(c):
-                d0 = xp[img, y0 + 0, x0 + 5, ch]
-                d1 = xp[img, y0 + 1, x0 + 5, ch]
-                d2 = xp[img, y0 + 2, x0 + 5, ch]
-                d3 = xp[img, y0 + 3, x0 + 5, ch]
-                d4 = xp[img, y0 + 4, x0 + 5, ch]
-                d5 = xp[img, y0 + 5, x0 + 5, ch]
-                rows[0, 5, ch] = _F4 * d0 - _F5 * d2 + d4
-                rows[1, 5, ch] = -_F4 * d1 - _F4 * d2 + d3 + d4
-                rows[2, 5, ch] = _F4 * d1 - _F4 * d2 - d3 + d4
-                rows[3, 5, ch] = -_F2 * d1 - d2 + _F2 * d3 + d4
-                rows[4, 5, ch] = _F2 * d1 - d2 - _F2 * d3 + d4
-                rows[5, 5, ch] = _F4 * d1 - _F5 * d3 + d5
-            for ch in range(c):
-                r0 = rows[0, 0, ch]
-                r1 = rows[0, 1, ch]
-                r2 = rows[0, 2, ch]
-                r3 = rows[0, 3, ch]
-                r4 = rows[0, 4, ch]
-                r5 = rows[0, 5, ch]
-                v[0, k, ch] = _F4 * r0 - _F5 * r2 + r4
-                v[1, k, ch] = -_F4 * r1 - _F4 * r2 + r3 + r4
-                v[2, k, ch] = _F4 * r1 - _F4 * r2 - r3 + r4
-                v[3, k, ch] = -_F2 * r1 - r2 + _F2 * r3 + r4
-                v[4, k, ch] = _F2 * r1 - r2 - _F2 * r3 + r4
-                v[5, k, ch] = _F4 * r1 - _F5 * r3 + r5
-            for ch in range(c):
-                r0 = rows[1, 0, ch]
-                r1 = rows[1, 1, ch]
-                r2 = rows[1, 2, ch]
-                r3 = rows[1, 3, ch]
-                r4 = rows[1, 4, ch]
-                r5 = rows[1, 5, ch]
-                v[6, k, ch] = _F4 * r0 - _F5 * r2 + r4
-                v[7, k, ch] = -_F4 * r1 - _F4 * r2 + r3 + r4
-                v[8, k, ch] = _F4 * r1 - _F4 * r2 - r3 + r4
-                v[9, k, ch] = -_F2 * r1 - r2 + _F2 * r3 + r4
-                v[10, k, ch] = _F2 * r1 - r2 - _F2 * r3 + r4
-                v[11, k, ch] = _F4 * r1 - _F5 * r3 + r5
-            for ch in range(c):
-                r0 = rows[2, 0, ch]
-                r1 = rows[2, 1, ch]
-                r2 = rows[2, 2, ch]
-                r3 = rows[2, 3, ch]
-                r4 = rows[2, 4, ch]
-                r5 = rows[2, 5, ch]
-                v[12, k, ch] = _F4 * r0 - _F5 * r2 + r4
-                v[13, k, ch] = -_F4 * r1 - _F4 * r2 + r3 + r4
-                v[14, k, ch] = _F4 * r1 - _F4 * r2 - r3 + r4
-                v[15, k, ch] = -_F2 * r1 - r2 + _F2 * r3 + r4
-                v[16, k, ch] = _F2 * r1 - r2 - _F2 * r3 + r4
-                v[17, k, ch] = _F4 * r1 - _F5 * r3 + r5
-            for ch in range(c):
-                r0 = rows[3, 0, ch]
-                r1 = rows[3, 1, ch]
-                r2 = rows[3, 2, ch]
-                r3 = rows[3, 3, ch]
-                r4 = rows[3, 4, ch]
-                r5 = rows[3, 5, ch]
-                v[18, k, ch] = _F4 * r0 - _F5 * r2 + r4
-                v[19, k, ch] = -_F4 * r1 - _F4 * r2 + r3 + r4
-                v[20, k, ch] = _F4 * r1 - _F4 * r2 - r3 + r4
-                v[21, k, ch] = -_F2 * r1 - r2 + _F2 * r3 + r4
-                v[22, k, ch] = _F2 * r1 - r2 - _F2 * r3 + r4
-                v[23, k, ch] = _F4 * r1 - _F5 * r3 + r5
-            for ch in range(c):
-                r0 = rows[4, 0, ch]
-                r1 = rows[4, 1, ch]
-                r2 = rows[4, 2, ch]
-                r3 = rows[4, 3, ch]
-                r4 = rows[4, 4, ch]
-                r5 = rows[4, 5, ch]
-                v[24, k, ch] = _F4 * r0 - _F5 * r2 + r4
-                v[25, k, ch] = -_F4 * r1 - _F4 * r2 + r3 + r4
-                v[26, k, ch] = _F4 * r1 - _F4 * r2 - r3 + r4
-                v[27, k, ch] = -_F2 * r1 - r2 + _F2 * r3 + r4
-                v[28, k, ch] = _F2 * r1 - r2 - _F2 * r3 + r4
-                v[29, k, ch] = _F4 * r1 - _F5 * r3 + r5
-            for ch in range(c):
-                r0 = rows[5, 0, ch]
-                r1 = rows[5, 1, ch]
-                r2 = rows[5, 2, ch]
-                r3 = rows[5, 3, ch]
-                r4 = rows[5, 4, ch]
-                r5 = rows[5, 5, ch]
-                v[30, k, ch] = _F4 * r0 - _F5 * r2 + r4
-                v[31, k, ch] = -_F4 * r1 - _F4 * r2 + r3 + r4
-                v[32, k, ch] = _F4 * r1 - _F4 * r2 - r3 + r4
-                v[33, k, ch] = -_F2 * r1 - r2 + _F2 * r3 + r4
-                v[34, k, ch] = _F2 * r1 - r2 - _F2 * r3 + r4
-                v[35, k, ch] = _F4 * r1 - _F5 * r3 + r5
+            row, col = (t % tiles) // tiles_w, t % tiles_w
+            y0, x0 = row * 4 - ph, col * 4 - pw
+            if y0 >= 0 and x0 >= 0 and y0 + a <= h and x0 + a <= w:
+                for ch in range(c):
+                    d0 = x[img, y0 + 0, x0 + 0, ch]
+                    d1 = x[img, y0 + 1, x0 + 0, ch]
+                    d2 = x[img, y0 + 2, x0 + 0, ch]
+                    d3 = x[img, y0 + 3, x0 + 0, ch]
+                    d4 = x[img, y0 + 4, x0 + 0, ch]
+                    d5 = x[img, y0 + 5, x0 + 0, ch]
+                    rows[0, 0, ch] = _F4 * d0 - _F5 * d2 + d4
+                    rows[1, 0, ch] = -_F4 * d1 - _F4 * d2 + d3 + d4
+                    rows[2, 0, ch] = _F4 * d1 - _F4 * d2 - d3 + d4
+                    rows[3, 0, ch] = -_F2 * d1 - d2 + _F2 * d3 + d4
+                    rows[4, 0, ch] = _F2 * d1 - d2 - _F2 * d3 + d4
+                    rows[5, 0, ch] = _F4 * d1 - _F5 * d3 + d5
+                for ch in range(c):
+                    d0 = x[img, y0 + 0, x0 + 1, ch]
+                    d1 = x[img, y0 + 1, x0 + 1, ch]
+                    d2 = x[img, y0 + 2, x0 + 1, ch]
+                    d3 = x[img, y0 + 3, x0 + 1, ch]
+                    d4 = x[img, y0 + 4, x0 + 1, ch]
+                    d5 = x[img, y0 + 5, x0 + 1, ch]
+                    rows[0, 1, ch] = _F4 * d0 - _F5 * d2 + d4
+                    rows[1, 1, ch] = -_F4 * d1 - _F4 * d2 + d3 + d4
+                    rows[2, 1, ch] = _F4 * d1 - _F4 * d2 - d3 + d4
+                    rows[3, 1, ch] = -_F2 * d1 - d2 + _F2 * d3 + d4
+                    rows[4, 1, ch] = _F2 * d1 - d2 - _F2 * d3 + d4
+                    rows[5, 1, ch] = _F4 * d1 - _F5 * d3 + d5
+                for ch in range(c):
+                    d0 = x[img, y0 + 0, x0 + 2, ch]
+                    d1 = x[img, y0 + 1, x0 + 2, ch]
+                    d2 = x[img, y0 + 2, x0 + 2, ch]
+                    d3 = x[img, y0 + 3, x0 + 2, ch]
+                    d4 = x[img, y0 + 4, x0 + 2, ch]
+                    d5 = x[img, y0 + 5, x0 + 2, ch]
+                    rows[0, 2, ch] = _F4 * d0 - _F5 * d2 + d4
+                    rows[1, 2, ch] = -_F4 * d1 - _F4 * d2 + d3 + d4
+                    rows[2, 2, ch] = _F4 * d1 - _F4 * d2 - d3 + d4
+                    rows[3, 2, ch] = -_F2 * d1 - d2 + _F2 * d3 + d4
+                    rows[4, 2, ch] = _F2 * d1 - d2 - _F2 * d3 + d4
+                    rows[5, 2, ch] = _F4 * d1 - _F5 * d3 + d5
+                for ch in range(c):
+                    d0 = x[img, y0 + 0, x0 + 3, ch]
+                    d1 = x[img, y0 + 1, x0 + 3, ch]
+                    d2 = x[img, y0 + 2, x0 + 3, ch]
+                    d3 = x[img, y0 + 3, x0 + 3, ch]
+                    d4 = x[img, y0 + 4, x0 + 3, ch]
+                    d5 = x[img, y0 + 5, x0 + 3, ch]
+                    rows[0, 3, ch] = _F4 * d0 - _F5 * d2 + d4
+                    rows[1, 3, ch] = -_F4 * d1 - _F4 * d2 + d3 + d4
+                    rows[2, 3, ch] = _F4 * d1 - _F4 * d2 - d3 + d4
+                    rows[3, 3, ch] = -_F2 * d1 - d2 + _F2 * d3 + d4
+                    rows[4, 3, ch] = _F2 * d1 - d2 - _F2 * d3 + d4
+                    rows[5, 3, ch] = _F4 * d1 - _F5 * d3 + d5
+                for ch in range(c):
+                    d0 = x[img, y0 + 0, x0 + 4, ch]
+                    d1 = x[img, y0 + 1, x0 + 4, ch]
+                    d2 = x[img, y0 + 2, x0 + 4, ch]
+                    d3 = x[img, y0 + 3, x0 + 4, ch]
+                    d4 = x[img, y0 + 4, x0 + 4, ch]
+                    d5 = x[img, y0 + 5, x0 + 4, ch]
+                    rows[0, 4, ch] = _F4 * d0 - _F5 * d2 + d4
+                    rows[1, 4, ch] = -_F4 * d1 - _F4 * d2 + d3 + d4
+                    rows[2, 4, ch] = _F4 * d1 - _F4 * d2 - d3 + d4
+                    rows[3, 4, ch] = -_F2 * d1 - d2 + _F2 * d3 + d4
+                    rows[4, 4, ch] = _F2 * d1 - d2 - _F2 * d3 + d4
+                    rows[5, 4, ch] = _F4 * d1 - _F5 * d3 + d5
+                for ch in range(c):
+                    d0 = x[img, y0 + 0, x0 + 5, ch]
+                    d1 = x[img, y0 + 1, x0 + 5, ch]
+                    d2 = x[img, y0 + 2, x0 + 5, ch]
+                    d3 = x[img, y0 + 3, x0 + 5, ch]
+                    d4 = x[img, y0 + 4, x0 + 5, ch]
+                    d5 = x[img, y0 + 5, x0 + 5, ch]
+                    rows[0, 5, ch] = _F4 * d0 - _F5 * d2 + d4
+                    rows[1, 5, ch] = -_F4 * d1 - _F4 * d2 + d3 + d4
+                    rows[2, 5, ch] = _F4 * d1 - _F4 * d2 - d3 + d4
+                    rows[3, 5, ch] = -_F2 * d1 - d2 + _F2 * d3 + d4
+                    rows[4, 5, ch] = _F2 * d1 - d2 - _F2 * d3 + d4
+                    rows[5, 5, ch] = _F4 * d1 - _F5 * d3 + d5
+                for ch in range(c):
+                    r0 = rows[0, 0, ch]
+                    r1 = rows[0, 1, ch]
+                    r2 = rows[0, 2, ch]
+                    r3 = rows[0, 3, ch]
+                    r4 = rows[0, 4, ch]
+                    r5 = rows[0, 5, ch]
+                    v[0, k, ch] = _F4 * r0 - _F5 * r2 + r4
+                    v[1, k, ch] = -_F4 * r1 - _F4 * r2 + r3 + r4
+                    v[2, k, ch] = _F4 * r1 - _F4 * r2 - r3 + r4
+                    v[3, k, ch] = -_F2 * r1 - r2 + _F2 * r3 + r4
+                    v[4, k, ch] = _F2 * r1 - r2 - _F2 * r3 + r4
+                    v[5, k, ch] = _F4 * r1 - _F5 * r3 + r5
+                for ch in range(c):
+                    r0 = rows[1, 0, ch]
+                    r1 = rows[1, 1, ch]
+                    r2 = rows[1, 2, ch]
+                    r3 = rows[1, 3, ch]
+                    r4 = rows[1, 4, ch]
+                    r5 = rows[1, 5, ch]
+                    v[6, k, ch] = _F4 * r0 - _F5 * r2 + r4
+                    v[7, k, ch] = -_F4 * r1 - _F4 * r2 + r3 + r4
+                    v[8, k, ch] = _F4 * r1 - _F4 * r2 - r3 + r4
+                    v[9, k, ch] = -_F2 * r1 - r2 + _F2 * r3 + r4
+                    v[10, k, ch] = _F2 * r1 - r2 - _F2 * r3 + r4
+                    v[11, k, ch] = _F4 * r1 - _F5 * r3 + r5
+                for ch in range(c):
+                    r0 = rows[2, 0, ch]
+                    r1 = rows[2, 1, ch]
+                    r2 = rows[2, 2, ch]
+                    r3 = rows[2, 3, ch]
+                    r4 = rows[2, 4, ch]
+                    r5 = rows[2, 5, ch]
+                    v[12, k, ch] = _F4 * r0 - _F5 * r2 + r4
+                    v[13, k, ch] = -_F4 * r1 - _F4 * r2 + r3 + r4
+                    v[14, k, ch] = _F4 * r1 - _F4 * r2 - r3 + r4
+                    v[15, k, ch] = -_F2 * r1 - r2 + _F2 * r3 + r4
+                    v[16, k, ch] = _F2 * r1 - r2 - _F2 * r3 + r4
+                    v[17, k, ch] = _F4 * r1 - _F5 * r3 + r5
+                for ch in range(c):
+                    r0 = rows[3, 0, ch]
+                    r1 = rows[3, 1, ch]
+                    r2 = rows[3, 2, ch]
+                    r3 = rows[3, 3, ch]
+                    r4 = rows[3, 4, ch]
+                    r5 = rows[3, 5, ch]
+                    v[18, k, ch] = _F4 * r0 - _F5 * r2 + r4
+                    v[19, k, ch] = -_F4 * r1 - _F4 * r2 + r3 + r4
+                    v[20, k, ch] = _F4 * r1 - _F4 * r2 - r3 + r4
+                    v[21, k, ch] = -_F2 * r1 - r2 + _F2 * r3 + r4
+                    v[22, k, ch] = _F2 * r1 - r2 - _F2 * r3 + r4
+                    v[23, k, ch] = _F4 * r1 - _F5 * r3 + r5
+                for ch in range(c):
+                    r0 = rows[4, 0, ch]
+                    r1 = rows[4, 1, ch]
+                    r2 = rows[4, 2, ch]
+                    r3 = rows[4, 3, ch]
+                    r4 = rows[4, 4, ch]
+                    r5 = rows[4, 5, ch]
+                    v[24, k, ch] = _F4 * r0 - _F5 * r2 + r4
+                    v[25, k, ch] = -_F4 * r1 - _F4 * r2 + r3 + r4
+                    v[26, k, ch] = _F4 * r1 - _F4 * r2 - r3 + r4
+                    v[27, k, ch] = -_F2 * r1 - r2 + _F2 * r3 + r4
+                    v[28, k, ch] = _F2 * r1 - r2 - _F2 * r3 + r4
+                    v[29, k, ch] = _F4 * r1 - _F5 * r3 + r5
+                for ch in range(c):
+                    r0 = rows[5, 0, ch]
+                    r1 = rows[5, 1, ch]
+                    r2 = rows[5, 2, ch]
+                    r3 = rows[5, 3, ch]
+                    r4 = rows[5, 4, ch]
+                    r5 = rows[5, 5, ch]
+                    v[30, k, ch] = _F4 * r0 - _F5 * r2 + r4
+                    v[31, k, ch] = -_F4 * r1 - _F4 * r2 + r3 + r4
+                    v[32, k, ch] = _F4 * r1 - _F4 * r2 - r3 + r4
+                    v[33, k, ch] = -_F2 * r1 - r2 + _F2 * r3 + r4
+                    v[34, k, ch] = _F2 * r1 - r2 - _F2 * r3 + r4
+                    v[35, k, ch] = _F4 * r1 - _F5 * r3 + r5
+            else:
+                tile[:] = 0
+                for i in range(max(y0, 0), min(y0 + a, h)):
+                    for j in range(max(x0, 0), min(x0 + a, w)):
+                        tile[i - y0, j - x0] = x[img, i, j]
+                for ch in range(c):
+                    d0 = tile[0, 0, ch]
+                    d1 = tile[1, 0, ch]
+                    d2 = tile[2, 0, ch]
+                    d3 = tile[3, 0, ch]
+                    d4 = tile[4, 0, ch]
+                    d5 = tile[5, 0, ch]
+                    rows[0, 0, ch] = _F4 * d0 - _F5 * d2 + d4
+                    rows[1, 0, ch] = -_F4 * d1 - _F4 * d2 + d3 + d4
+                    rows[2, 0, ch] = _F4 * d1 - _F4 * d2 - d3 + d4
+                    rows[3, 0, ch] = -_F2 * d1 - d2 + _F2 * d3 + d4
+                    rows[4, 0, ch] = _F2 * d1 - d2 - _F2 * d3 + d4
+                    rows[5, 0, ch] = _F4 * d1 - _F5 * d3 + d5
+                for ch in range(c):
+                    d0 = tile[0, 1, ch]
+                    d1 = tile[1, 1, ch]
+                    d2 = tile[2, 1, ch]
+                    d3 = tile[3, 1, ch]
+                    d4 = tile[4, 1, ch]
+                    d5 = tile[5, 1, ch]
+                    rows[0, 1, ch] = _F4 * d0 - _F5 * d2 + d4
+                    rows[1, 1, ch] = -_F4 * d1 - _F4 * d2 + d3 + d4
+                    rows[2, 1, ch] = _F4 * d1 - _F4 * d2 - d3 + d4
+                    rows[3, 1, ch] = -_F2 * d1 - d2 + _F2 * d3 + d4
+                    rows[4, 1, ch] = _F2 * d1 - d2 - _F2 * d3 + d4
+                    rows[5, 1, ch] = _F4 * d1 - _F5 * d3 + d5
+                for ch in range(c):
+                    d0 = tile[0, 2, ch]
+                    d1 = tile[1, 2, ch]
+                    d2 = tile[2, 2, ch]
+                    d3 = tile[3, 2, ch]
+                    d4 = tile[4, 2, ch]
+                    d5 = tile[5, 2, ch]
+                    rows[0, 2, ch] = _F4 * d0 - _F5 * d2 + d4
+                    rows[1, 2, ch] = -_F4 * d1 - _F4 * d2 + d3 + d4
+                    rows[2, 2, ch] = _F4 * d1 - _F4 * d2 - d3 + d4
+                    rows[3, 2, ch] = -_F2 * d1 - d2 + _F2 * d3 + d4
+                    rows[4, 2, ch] = _F2 * d1 - d2 - _F2 * d3 + d4
+                    rows[5, 2, ch] = _F4 * d1 - _F5 * d3 + d5
+                for ch in range(c):
+                    d0 = tile[0, 3, ch]
+                    d1 = tile[1, 3, ch]
+                    d2 = tile[2, 3, ch]
+                    d3 = tile[3, 3, ch]
+                    d4 = tile[4, 3, ch]
+                    d5 = tile[5, 3, ch]
+                    rows[0, 3, ch] = _F4 * d0 - _F5 * d2 + d4
+                    rows[1, 3, ch] = -_F4 * d1 - _F4 * d2 + d3 + d4
+                    rows[2, 3, ch] = _F4 * d1 - _F4 * d2 - d3 + d4
+                    rows[3, 3, ch] = -_F2 * d1 - d2 + _F2 * d3 + d4
+                    rows[4, 3, ch] = _F2 * d1 - d2 - _F2 * d3 + d4
+                    rows[5, 3, ch] = _F4 * d1 - _F5 * d3 + d5
+                for ch in range(c):
+                    d0 = tile[0, 4, ch]
+                    d1 = tile[1, 4, ch]
+                    d2 = tile[2, 4, ch]
+                    d3 = tile[3, 4, ch]
+                    d4 = tile[4, 4, ch]
+                    d5 = tile[5, 4, ch]
+                    rows[0, 4, ch] = _F4 * d0 - _F5 * d2 + d4
+                    rows[1, 4, ch] = -_F4 * d1 - _F4 * d2 + d3 + d4
+                    rows[2, 4, ch] = _F4 * d1 - _F4 * d2 - d3 + d4
+                    rows[3, 4, ch] = -_F2 * d1 - d2 + _F2 * d3 + d4
+                    rows[4, 4, ch] = _F2 * d1 - d2 - _F2 * d3 + d4
+                    rows[5, 4, ch] = _F4 * d1 - _F5 * d3 + d5
+                for ch in range(c):
+                    d0 = tile[0, 5, ch]
+                    d1 = tile[1, 5, ch]
+                    d2 = tile[2, 5, ch]
+                    d3 = tile[3, 5, ch]
+                    d4 = tile[4, 5, ch]
+                    d5 = tile[5, 5, ch]
+                    rows[0, 5, ch] = _F4 * d0 - _F5 * d2 + d4
+                    rows[1, 5, ch] = -_F4 * d1 - _F4 * d2 + d3 + d4
+                    rows[2, 5, ch] = _F4 * d1 - _F4 * d2 - d3 + d4
+                    rows[3, 5, ch] = -_F2 * d1 - d2 + _F2 * d3 + d4
+                    rows[4, 5, ch] = _F2 * d1 - d2 - _F2 * d3 + d4
+                    rows[5, 5, ch] = _F4 * d1 - _F5 * d3 + d5
+                for ch in range(c):
+                    r0 = rows[0, 0, ch]
+                    r1 = rows[0, 1, ch]
+                    r2 = rows[0, 2, ch]
+                    r3 = rows[0, 3, ch]
+                    r4 = rows[0, 4, ch]
+                    r5 = rows[0, 5, ch]
+                    v[0, k, ch] = _F4 * r0 - _F5 * r2 + r4
+                    v[1, k, ch] = -_F4 * r1 - _F4 * r2 + r3 + r4
+                    v[2, k, ch] = _F4 * r1 - _F4 * r2 - r3 + r4
+                    v[3, k, ch] = -_F2 * r1 - r2 + _F2 * r3 + r4
+                    v[4, k, ch] = _F2 * r1 - r2 - _F2 * r3 + r4
+                    v[5, k, ch] = _F4 * r1 - _F5 * r3 + r5
+                for ch in range(c):
+                    r0 = rows[1, 0, ch]
+                    r1 = rows[1, 1, ch]
+                    r2 = rows[1, 2, ch]
+                    r3 = rows[1, 3, ch]
+                    r4 = rows[1, 4, ch]
+                    r5 = rows[1, 5, ch]
+                    v[6, k, ch] = _F4 * r0 - _F5 * r2 + r4
+                    v[7, k, ch] = -_F4 * r1 - _F4 * r2 + r3 + r4
+                    v[8, k, ch] = _F4 * r1 - _F4 * r2 - r3 + r4
+                    v[9, k, ch] = -_F2 * r1 - r2 + _F2 * r3 + r4
+                    v[10, k, ch] = _F2 * r1 - r2 - _F2 * r3 + r4
+                    v[11, k, ch] = _F4 * r1 - _F5 * r3 + r5
+                for ch in range(c):
+                    r0 = rows[2, 0, ch]
+                    r1 = rows[2, 1, ch]
+                    r2 = rows[2, 2, ch]
+                    r3 = rows[2, 3, ch]
+                    r4 = rows[2, 4, ch]
+                    r5 = rows[2, 5, ch]
+                    v[12, k, ch] = _F4 * r0 - _F5 * r2 + r4
+                    v[13, k, ch] = -_F4 * r1 - _F4 * r2 + r3 + r4
+                    v[14, k, ch] = _F4 * r1 - _F4 * r2 - r3 + r4
+                    v[15, k, ch] = -_F2 * r1 - r2 + _F2 * r3 + r4
+                    v[16, k, ch] = _F2 * r1 - r2 - _F2 * r3 + r4
+                    v[17, k, ch] = _F4 * r1 - _F5 * r3 + r5
+                for ch in range(c):
+                    r0 = rows[3, 0, ch]
+                    r1 = rows[3, 1, ch]
+                    r2 = rows[3, 2, ch]
+                    r3 = rows[3, 3, ch]
+                    r4 = rows[3, 4, ch]
+                    r5 = rows[3, 5, ch]
+                    v[18, k, ch] = _F4 * r0 - _F5 * r2 + r4
+                    v[19, k, ch] = -_F4 * r1 - _F4 * r2 + r3 + r4
+                    v[20, k, ch] = _F4 * r1 - _F4 * r2 - r3 + r4
+                    v[21, k, ch] = -_F2 * r1 - r2 + _F2 * r3 + r4
+                    v[22, k, ch] = _F2 * r1 - r2 - _F2 * r3 + r4
+                    v[23, k, ch] = _F4 * r1 - _F5 * r3 + r5
+                for ch in range(c):
+                    r0 = rows[4, 0, ch]
+                    r1 = rows[4, 1, ch]
+                    r2 = rows[4, 2, ch]
+                    r3 = rows[4, 3, ch]
+                    r4 = rows[4, 4, ch]
+                    r5 = rows[4, 5, ch]
+                    v[24, k, ch] = _F4 * r0 - _F5 * r2 + r4
+                    v[25, k, ch] = -_F4 * r1 - _F4 * r2 + r3 + r4
+                    v[26, k, ch] = _F4 * r1 - _F4 * r2 - r3 + r4
+                    v[27, k, ch] = -_F2 * r1 - r2 + _F2 * r3 + r4
+                    v[28, k, ch] = _F2 * r1 - r2 - _F2 * r3 + r4
+                    v[29, k, ch] = _F4 * r1 - _F5 * r3 + r5
+                for ch in range(c):
+                    r0 = rows[5, 0, ch]
+                    r1 = rows[5, 1, ch]
+                    r2 = rows[5, 2, ch]
+                    r3 = rows[5, 3, ch]
+                    r4 = rows[5, 4, ch]
+                    r5 = rows[5, 5, ch]
+                    v[30, k, ch] = _F4 * r0 - _F5 * r2 + r4
+                    v[31, k, ch] = -_F4 * r1 - _F4 * r2 + r3 + r4
+                    v[32, k, ch] = _F4 * r1 - _F4 * r2 - r3 + r4
+                    v[33, k, ch] = -_F2 * r1 - r2 + _F2 * r3 + r4
+                    v[34, k, ch] = _F2 * r1 - r2 - _F2 * r3 + r4
+                    v[35, k, ch] = _F4 * r1 - _F5 * r3 + r5
 
     @_jit
-    def output_tiles_4(mm, bias, tiles_w, first, count, out):  # pragma: no cover - compiled
-        """out tile = Aᵀ M A + bias of F(4x4, 3x3) for tiles first .. first+count-1 of
-        out (n, H', W', F), H' and W' multiples of the tile; mm (a², block, F)."""
-        c = mm.shape[2]
+    def output_tiles_4(mm, bias, tiles_h, tiles_w, first, count, out):  # pragma: no cover
+        """out tile = Aᵀ M A + bias of F(4x4, 3x3) for tiles first .. first+count-1
+        of out (n, H', W', F), cut at its bottom-right edge; mm (a², block, F)."""
+        ho, wo, c = out.shape[1], out.shape[2], mm.shape[2]
+        m = 4
         rows = np.empty((4, 6, c), np.float32)  # Aᵀ M
-        tiles = out.shape[1] // 4 * tiles_w
+        tile = np.empty((4, 4, c), np.float32)  # an edge tile, before the cut
+        tiles = tiles_h * tiles_w
         for k in range(count):
             t = first + k
             img = t // tiles
-            y0 = (t % tiles) // tiles_w * 4
-            x0 = t % tiles_w * 4
-            for ch in range(c):
-                m0 = mm[0, k, ch]
-                m1 = mm[6, k, ch]
-                m2 = mm[12, k, ch]
-                m3 = mm[18, k, ch]
-                m4 = mm[24, k, ch]
-                m5 = mm[30, k, ch]
-                rows[0, 0, ch] = m0 + m1 + m2 + m3 + m4
-                rows[1, 0, ch] = m1 - m2 + _F2 * m3 - _F2 * m4
-                rows[2, 0, ch] = m1 + m2 + _F4 * m3 + _F4 * m4
-                rows[3, 0, ch] = m1 - m2 + _F8 * m3 - _F8 * m4 + m5
-            for ch in range(c):
-                m0 = mm[1, k, ch]
-                m1 = mm[7, k, ch]
-                m2 = mm[13, k, ch]
-                m3 = mm[19, k, ch]
-                m4 = mm[25, k, ch]
-                m5 = mm[31, k, ch]
-                rows[0, 1, ch] = m0 + m1 + m2 + m3 + m4
-                rows[1, 1, ch] = m1 - m2 + _F2 * m3 - _F2 * m4
-                rows[2, 1, ch] = m1 + m2 + _F4 * m3 + _F4 * m4
-                rows[3, 1, ch] = m1 - m2 + _F8 * m3 - _F8 * m4 + m5
-            for ch in range(c):
-                m0 = mm[2, k, ch]
-                m1 = mm[8, k, ch]
-                m2 = mm[14, k, ch]
-                m3 = mm[20, k, ch]
-                m4 = mm[26, k, ch]
-                m5 = mm[32, k, ch]
-                rows[0, 2, ch] = m0 + m1 + m2 + m3 + m4
-                rows[1, 2, ch] = m1 - m2 + _F2 * m3 - _F2 * m4
-                rows[2, 2, ch] = m1 + m2 + _F4 * m3 + _F4 * m4
-                rows[3, 2, ch] = m1 - m2 + _F8 * m3 - _F8 * m4 + m5
-            for ch in range(c):
-                m0 = mm[3, k, ch]
-                m1 = mm[9, k, ch]
-                m2 = mm[15, k, ch]
-                m3 = mm[21, k, ch]
-                m4 = mm[27, k, ch]
-                m5 = mm[33, k, ch]
-                rows[0, 3, ch] = m0 + m1 + m2 + m3 + m4
-                rows[1, 3, ch] = m1 - m2 + _F2 * m3 - _F2 * m4
-                rows[2, 3, ch] = m1 + m2 + _F4 * m3 + _F4 * m4
-                rows[3, 3, ch] = m1 - m2 + _F8 * m3 - _F8 * m4 + m5
-            for ch in range(c):
-                m0 = mm[4, k, ch]
-                m1 = mm[10, k, ch]
-                m2 = mm[16, k, ch]
-                m3 = mm[22, k, ch]
-                m4 = mm[28, k, ch]
-                m5 = mm[34, k, ch]
-                rows[0, 4, ch] = m0 + m1 + m2 + m3 + m4
-                rows[1, 4, ch] = m1 - m2 + _F2 * m3 - _F2 * m4
-                rows[2, 4, ch] = m1 + m2 + _F4 * m3 + _F4 * m4
-                rows[3, 4, ch] = m1 - m2 + _F8 * m3 - _F8 * m4 + m5
-            for ch in range(c):
-                m0 = mm[5, k, ch]
-                m1 = mm[11, k, ch]
-                m2 = mm[17, k, ch]
-                m3 = mm[23, k, ch]
-                m4 = mm[29, k, ch]
-                m5 = mm[35, k, ch]
-                rows[0, 5, ch] = m0 + m1 + m2 + m3 + m4
-                rows[1, 5, ch] = m1 - m2 + _F2 * m3 - _F2 * m4
-                rows[2, 5, ch] = m1 + m2 + _F4 * m3 + _F4 * m4
-                rows[3, 5, ch] = m1 - m2 + _F8 * m3 - _F8 * m4 + m5
-            for ch in range(c):
-                r0 = rows[0, 0, ch]
-                r1 = rows[0, 1, ch]
-                r2 = rows[0, 2, ch]
-                r3 = rows[0, 3, ch]
-                r4 = rows[0, 4, ch]
-                r5 = rows[0, 5, ch]
-                b = bias[ch]
-                out[img, y0 + 0, x0 + 0, ch] = r0 + r1 + r2 + r3 + r4 + b
-                out[img, y0 + 0, x0 + 1, ch] = r1 - r2 + _F2 * r3 - _F2 * r4 + b
-                out[img, y0 + 0, x0 + 2, ch] = r1 + r2 + _F4 * r3 + _F4 * r4 + b
-                out[img, y0 + 0, x0 + 3, ch] = r1 - r2 + _F8 * r3 - _F8 * r4 + r5 + b
-            for ch in range(c):
-                r0 = rows[1, 0, ch]
-                r1 = rows[1, 1, ch]
-                r2 = rows[1, 2, ch]
-                r3 = rows[1, 3, ch]
-                r4 = rows[1, 4, ch]
-                r5 = rows[1, 5, ch]
-                b = bias[ch]
-                out[img, y0 + 1, x0 + 0, ch] = r0 + r1 + r2 + r3 + r4 + b
-                out[img, y0 + 1, x0 + 1, ch] = r1 - r2 + _F2 * r3 - _F2 * r4 + b
-                out[img, y0 + 1, x0 + 2, ch] = r1 + r2 + _F4 * r3 + _F4 * r4 + b
-                out[img, y0 + 1, x0 + 3, ch] = r1 - r2 + _F8 * r3 - _F8 * r4 + r5 + b
-            for ch in range(c):
-                r0 = rows[2, 0, ch]
-                r1 = rows[2, 1, ch]
-                r2 = rows[2, 2, ch]
-                r3 = rows[2, 3, ch]
-                r4 = rows[2, 4, ch]
-                r5 = rows[2, 5, ch]
-                b = bias[ch]
-                out[img, y0 + 2, x0 + 0, ch] = r0 + r1 + r2 + r3 + r4 + b
-                out[img, y0 + 2, x0 + 1, ch] = r1 - r2 + _F2 * r3 - _F2 * r4 + b
-                out[img, y0 + 2, x0 + 2, ch] = r1 + r2 + _F4 * r3 + _F4 * r4 + b
-                out[img, y0 + 2, x0 + 3, ch] = r1 - r2 + _F8 * r3 - _F8 * r4 + r5 + b
-            for ch in range(c):
-                r0 = rows[3, 0, ch]
-                r1 = rows[3, 1, ch]
-                r2 = rows[3, 2, ch]
-                r3 = rows[3, 3, ch]
-                r4 = rows[3, 4, ch]
-                r5 = rows[3, 5, ch]
-                b = bias[ch]
-                out[img, y0 + 3, x0 + 0, ch] = r0 + r1 + r2 + r3 + r4 + b
-                out[img, y0 + 3, x0 + 1, ch] = r1 - r2 + _F2 * r3 - _F2 * r4 + b
-                out[img, y0 + 3, x0 + 2, ch] = r1 + r2 + _F4 * r3 + _F4 * r4 + b
-                out[img, y0 + 3, x0 + 3, ch] = r1 - r2 + _F8 * r3 - _F8 * r4 + r5 + b
+            row, col = (t % tiles) // tiles_w, t % tiles_w
+            y0, x0 = row * 4, col * 4
+            if y0 + m <= ho and x0 + m <= wo:
+                for ch in range(c):
+                    m0 = mm[0, k, ch]
+                    m1 = mm[6, k, ch]
+                    m2 = mm[12, k, ch]
+                    m3 = mm[18, k, ch]
+                    m4 = mm[24, k, ch]
+                    m5 = mm[30, k, ch]
+                    rows[0, 0, ch] = m0 + m1 + m2 + m3 + m4
+                    rows[1, 0, ch] = m1 - m2 + _F2 * m3 - _F2 * m4
+                    rows[2, 0, ch] = m1 + m2 + _F4 * m3 + _F4 * m4
+                    rows[3, 0, ch] = m1 - m2 + _F8 * m3 - _F8 * m4 + m5
+                for ch in range(c):
+                    m0 = mm[1, k, ch]
+                    m1 = mm[7, k, ch]
+                    m2 = mm[13, k, ch]
+                    m3 = mm[19, k, ch]
+                    m4 = mm[25, k, ch]
+                    m5 = mm[31, k, ch]
+                    rows[0, 1, ch] = m0 + m1 + m2 + m3 + m4
+                    rows[1, 1, ch] = m1 - m2 + _F2 * m3 - _F2 * m4
+                    rows[2, 1, ch] = m1 + m2 + _F4 * m3 + _F4 * m4
+                    rows[3, 1, ch] = m1 - m2 + _F8 * m3 - _F8 * m4 + m5
+                for ch in range(c):
+                    m0 = mm[2, k, ch]
+                    m1 = mm[8, k, ch]
+                    m2 = mm[14, k, ch]
+                    m3 = mm[20, k, ch]
+                    m4 = mm[26, k, ch]
+                    m5 = mm[32, k, ch]
+                    rows[0, 2, ch] = m0 + m1 + m2 + m3 + m4
+                    rows[1, 2, ch] = m1 - m2 + _F2 * m3 - _F2 * m4
+                    rows[2, 2, ch] = m1 + m2 + _F4 * m3 + _F4 * m4
+                    rows[3, 2, ch] = m1 - m2 + _F8 * m3 - _F8 * m4 + m5
+                for ch in range(c):
+                    m0 = mm[3, k, ch]
+                    m1 = mm[9, k, ch]
+                    m2 = mm[15, k, ch]
+                    m3 = mm[21, k, ch]
+                    m4 = mm[27, k, ch]
+                    m5 = mm[33, k, ch]
+                    rows[0, 3, ch] = m0 + m1 + m2 + m3 + m4
+                    rows[1, 3, ch] = m1 - m2 + _F2 * m3 - _F2 * m4
+                    rows[2, 3, ch] = m1 + m2 + _F4 * m3 + _F4 * m4
+                    rows[3, 3, ch] = m1 - m2 + _F8 * m3 - _F8 * m4 + m5
+                for ch in range(c):
+                    m0 = mm[4, k, ch]
+                    m1 = mm[10, k, ch]
+                    m2 = mm[16, k, ch]
+                    m3 = mm[22, k, ch]
+                    m4 = mm[28, k, ch]
+                    m5 = mm[34, k, ch]
+                    rows[0, 4, ch] = m0 + m1 + m2 + m3 + m4
+                    rows[1, 4, ch] = m1 - m2 + _F2 * m3 - _F2 * m4
+                    rows[2, 4, ch] = m1 + m2 + _F4 * m3 + _F4 * m4
+                    rows[3, 4, ch] = m1 - m2 + _F8 * m3 - _F8 * m4 + m5
+                for ch in range(c):
+                    m0 = mm[5, k, ch]
+                    m1 = mm[11, k, ch]
+                    m2 = mm[17, k, ch]
+                    m3 = mm[23, k, ch]
+                    m4 = mm[29, k, ch]
+                    m5 = mm[35, k, ch]
+                    rows[0, 5, ch] = m0 + m1 + m2 + m3 + m4
+                    rows[1, 5, ch] = m1 - m2 + _F2 * m3 - _F2 * m4
+                    rows[2, 5, ch] = m1 + m2 + _F4 * m3 + _F4 * m4
+                    rows[3, 5, ch] = m1 - m2 + _F8 * m3 - _F8 * m4 + m5
+                for ch in range(c):
+                    r0 = rows[0, 0, ch]
+                    r1 = rows[0, 1, ch]
+                    r2 = rows[0, 2, ch]
+                    r3 = rows[0, 3, ch]
+                    r4 = rows[0, 4, ch]
+                    r5 = rows[0, 5, ch]
+                    b = bias[ch]
+                    out[img, y0 + 0, x0 + 0, ch] = r0 + r1 + r2 + r3 + r4 + b
+                    out[img, y0 + 0, x0 + 1, ch] = r1 - r2 + _F2 * r3 - _F2 * r4 + b
+                    out[img, y0 + 0, x0 + 2, ch] = r1 + r2 + _F4 * r3 + _F4 * r4 + b
+                    out[img, y0 + 0, x0 + 3, ch] = r1 - r2 + _F8 * r3 - _F8 * r4 + r5 + b
+                for ch in range(c):
+                    r0 = rows[1, 0, ch]
+                    r1 = rows[1, 1, ch]
+                    r2 = rows[1, 2, ch]
+                    r3 = rows[1, 3, ch]
+                    r4 = rows[1, 4, ch]
+                    r5 = rows[1, 5, ch]
+                    b = bias[ch]
+                    out[img, y0 + 1, x0 + 0, ch] = r0 + r1 + r2 + r3 + r4 + b
+                    out[img, y0 + 1, x0 + 1, ch] = r1 - r2 + _F2 * r3 - _F2 * r4 + b
+                    out[img, y0 + 1, x0 + 2, ch] = r1 + r2 + _F4 * r3 + _F4 * r4 + b
+                    out[img, y0 + 1, x0 + 3, ch] = r1 - r2 + _F8 * r3 - _F8 * r4 + r5 + b
+                for ch in range(c):
+                    r0 = rows[2, 0, ch]
+                    r1 = rows[2, 1, ch]
+                    r2 = rows[2, 2, ch]
+                    r3 = rows[2, 3, ch]
+                    r4 = rows[2, 4, ch]
+                    r5 = rows[2, 5, ch]
+                    b = bias[ch]
+                    out[img, y0 + 2, x0 + 0, ch] = r0 + r1 + r2 + r3 + r4 + b
+                    out[img, y0 + 2, x0 + 1, ch] = r1 - r2 + _F2 * r3 - _F2 * r4 + b
+                    out[img, y0 + 2, x0 + 2, ch] = r1 + r2 + _F4 * r3 + _F4 * r4 + b
+                    out[img, y0 + 2, x0 + 3, ch] = r1 - r2 + _F8 * r3 - _F8 * r4 + r5 + b
+                for ch in range(c):
+                    r0 = rows[3, 0, ch]
+                    r1 = rows[3, 1, ch]
+                    r2 = rows[3, 2, ch]
+                    r3 = rows[3, 3, ch]
+                    r4 = rows[3, 4, ch]
+                    r5 = rows[3, 5, ch]
+                    b = bias[ch]
+                    out[img, y0 + 3, x0 + 0, ch] = r0 + r1 + r2 + r3 + r4 + b
+                    out[img, y0 + 3, x0 + 1, ch] = r1 - r2 + _F2 * r3 - _F2 * r4 + b
+                    out[img, y0 + 3, x0 + 2, ch] = r1 + r2 + _F4 * r3 + _F4 * r4 + b
+                    out[img, y0 + 3, x0 + 3, ch] = r1 - r2 + _F8 * r3 - _F8 * r4 + r5 + b
+            else:
+                for ch in range(c):
+                    m0 = mm[0, k, ch]
+                    m1 = mm[6, k, ch]
+                    m2 = mm[12, k, ch]
+                    m3 = mm[18, k, ch]
+                    m4 = mm[24, k, ch]
+                    m5 = mm[30, k, ch]
+                    rows[0, 0, ch] = m0 + m1 + m2 + m3 + m4
+                    rows[1, 0, ch] = m1 - m2 + _F2 * m3 - _F2 * m4
+                    rows[2, 0, ch] = m1 + m2 + _F4 * m3 + _F4 * m4
+                    rows[3, 0, ch] = m1 - m2 + _F8 * m3 - _F8 * m4 + m5
+                for ch in range(c):
+                    m0 = mm[1, k, ch]
+                    m1 = mm[7, k, ch]
+                    m2 = mm[13, k, ch]
+                    m3 = mm[19, k, ch]
+                    m4 = mm[25, k, ch]
+                    m5 = mm[31, k, ch]
+                    rows[0, 1, ch] = m0 + m1 + m2 + m3 + m4
+                    rows[1, 1, ch] = m1 - m2 + _F2 * m3 - _F2 * m4
+                    rows[2, 1, ch] = m1 + m2 + _F4 * m3 + _F4 * m4
+                    rows[3, 1, ch] = m1 - m2 + _F8 * m3 - _F8 * m4 + m5
+                for ch in range(c):
+                    m0 = mm[2, k, ch]
+                    m1 = mm[8, k, ch]
+                    m2 = mm[14, k, ch]
+                    m3 = mm[20, k, ch]
+                    m4 = mm[26, k, ch]
+                    m5 = mm[32, k, ch]
+                    rows[0, 2, ch] = m0 + m1 + m2 + m3 + m4
+                    rows[1, 2, ch] = m1 - m2 + _F2 * m3 - _F2 * m4
+                    rows[2, 2, ch] = m1 + m2 + _F4 * m3 + _F4 * m4
+                    rows[3, 2, ch] = m1 - m2 + _F8 * m3 - _F8 * m4 + m5
+                for ch in range(c):
+                    m0 = mm[3, k, ch]
+                    m1 = mm[9, k, ch]
+                    m2 = mm[15, k, ch]
+                    m3 = mm[21, k, ch]
+                    m4 = mm[27, k, ch]
+                    m5 = mm[33, k, ch]
+                    rows[0, 3, ch] = m0 + m1 + m2 + m3 + m4
+                    rows[1, 3, ch] = m1 - m2 + _F2 * m3 - _F2 * m4
+                    rows[2, 3, ch] = m1 + m2 + _F4 * m3 + _F4 * m4
+                    rows[3, 3, ch] = m1 - m2 + _F8 * m3 - _F8 * m4 + m5
+                for ch in range(c):
+                    m0 = mm[4, k, ch]
+                    m1 = mm[10, k, ch]
+                    m2 = mm[16, k, ch]
+                    m3 = mm[22, k, ch]
+                    m4 = mm[28, k, ch]
+                    m5 = mm[34, k, ch]
+                    rows[0, 4, ch] = m0 + m1 + m2 + m3 + m4
+                    rows[1, 4, ch] = m1 - m2 + _F2 * m3 - _F2 * m4
+                    rows[2, 4, ch] = m1 + m2 + _F4 * m3 + _F4 * m4
+                    rows[3, 4, ch] = m1 - m2 + _F8 * m3 - _F8 * m4 + m5
+                for ch in range(c):
+                    m0 = mm[5, k, ch]
+                    m1 = mm[11, k, ch]
+                    m2 = mm[17, k, ch]
+                    m3 = mm[23, k, ch]
+                    m4 = mm[29, k, ch]
+                    m5 = mm[35, k, ch]
+                    rows[0, 5, ch] = m0 + m1 + m2 + m3 + m4
+                    rows[1, 5, ch] = m1 - m2 + _F2 * m3 - _F2 * m4
+                    rows[2, 5, ch] = m1 + m2 + _F4 * m3 + _F4 * m4
+                    rows[3, 5, ch] = m1 - m2 + _F8 * m3 - _F8 * m4 + m5
+                for ch in range(c):
+                    r0 = rows[0, 0, ch]
+                    r1 = rows[0, 1, ch]
+                    r2 = rows[0, 2, ch]
+                    r3 = rows[0, 3, ch]
+                    r4 = rows[0, 4, ch]
+                    r5 = rows[0, 5, ch]
+                    b = bias[ch]
+                    tile[0, 0, ch] = r0 + r1 + r2 + r3 + r4 + b
+                    tile[0, 1, ch] = r1 - r2 + _F2 * r3 - _F2 * r4 + b
+                    tile[0, 2, ch] = r1 + r2 + _F4 * r3 + _F4 * r4 + b
+                    tile[0, 3, ch] = r1 - r2 + _F8 * r3 - _F8 * r4 + r5 + b
+                for ch in range(c):
+                    r0 = rows[1, 0, ch]
+                    r1 = rows[1, 1, ch]
+                    r2 = rows[1, 2, ch]
+                    r3 = rows[1, 3, ch]
+                    r4 = rows[1, 4, ch]
+                    r5 = rows[1, 5, ch]
+                    b = bias[ch]
+                    tile[1, 0, ch] = r0 + r1 + r2 + r3 + r4 + b
+                    tile[1, 1, ch] = r1 - r2 + _F2 * r3 - _F2 * r4 + b
+                    tile[1, 2, ch] = r1 + r2 + _F4 * r3 + _F4 * r4 + b
+                    tile[1, 3, ch] = r1 - r2 + _F8 * r3 - _F8 * r4 + r5 + b
+                for ch in range(c):
+                    r0 = rows[2, 0, ch]
+                    r1 = rows[2, 1, ch]
+                    r2 = rows[2, 2, ch]
+                    r3 = rows[2, 3, ch]
+                    r4 = rows[2, 4, ch]
+                    r5 = rows[2, 5, ch]
+                    b = bias[ch]
+                    tile[2, 0, ch] = r0 + r1 + r2 + r3 + r4 + b
+                    tile[2, 1, ch] = r1 - r2 + _F2 * r3 - _F2 * r4 + b
+                    tile[2, 2, ch] = r1 + r2 + _F4 * r3 + _F4 * r4 + b
+                    tile[2, 3, ch] = r1 - r2 + _F8 * r3 - _F8 * r4 + r5 + b
+                for ch in range(c):
+                    r0 = rows[3, 0, ch]
+                    r1 = rows[3, 1, ch]
+                    r2 = rows[3, 2, ch]
+                    r3 = rows[3, 3, ch]
+                    r4 = rows[3, 4, ch]
+                    r5 = rows[3, 5, ch]
+                    b = bias[ch]
+                    tile[3, 0, ch] = r0 + r1 + r2 + r3 + r4 + b
+                    tile[3, 1, ch] = r1 - r2 + _F2 * r3 - _F2 * r4 + b
+                    tile[3, 2, ch] = r1 + r2 + _F4 * r3 + _F4 * r4 + b
+                    tile[3, 3, ch] = r1 - r2 + _F8 * r3 - _F8 * r4 + r5 + b
+                for i in range(y0, min(y0 + m, ho)):
+                    for j in range(x0, min(x0 + m, wo)):
+                        out[img, i, j] = tile[i - y0, j - x0]
 
     @_jit
-    def adjoint_tiles_4(dy, tiles_w, first, count, dm):  # pragma: no cover - compiled
+    def adjoint_tiles_4(dy, tiles_h, tiles_w, first, count, dm):  # pragma: no cover
         """dm[ξ, k, :] = (A dY Aᵀ)[ξ] of F(4x4, 3x3) for tiles first .. first+count-1
-        of dy (n, H', W', F), H' and W' multiples of the tile."""
-        c = dy.shape[3]
+        of dy (n, H', W', F), zeros beyond its bottom-right edge."""
+        ho, wo, c = dy.shape[1], dy.shape[2], dy.shape[3]
+        m = 4
         cols = np.empty((4, 6, c), np.float32)  # dY A
-        tiles = dy.shape[1] // 4 * tiles_w
+        tile = np.empty((4, 4, c), np.float32)  # an edge tile, zeros outside dy
+        tiles = tiles_h * tiles_w
         for k in range(count):
             t = first + k
             img = t // tiles
-            y0 = (t % tiles) // tiles_w * 4
-            x0 = t % tiles_w * 4
-            for ch in range(c):
-                g0 = dy[img, y0 + 0, x0 + 0, ch]
-                g1 = dy[img, y0 + 0, x0 + 1, ch]
-                g2 = dy[img, y0 + 0, x0 + 2, ch]
-                g3 = dy[img, y0 + 0, x0 + 3, ch]
-                cols[0, 0, ch] = g0
-                cols[0, 1, ch] = g0 + g1 + g2 + g3
-                cols[0, 2, ch] = g0 - g1 + g2 - g3
-                cols[0, 3, ch] = g0 + _F2 * g1 + _F4 * g2 + _F8 * g3
-                cols[0, 4, ch] = g0 - _F2 * g1 + _F4 * g2 - _F8 * g3
-                cols[0, 5, ch] = g3
-            for ch in range(c):
-                g0 = dy[img, y0 + 1, x0 + 0, ch]
-                g1 = dy[img, y0 + 1, x0 + 1, ch]
-                g2 = dy[img, y0 + 1, x0 + 2, ch]
-                g3 = dy[img, y0 + 1, x0 + 3, ch]
-                cols[1, 0, ch] = g0
-                cols[1, 1, ch] = g0 + g1 + g2 + g3
-                cols[1, 2, ch] = g0 - g1 + g2 - g3
-                cols[1, 3, ch] = g0 + _F2 * g1 + _F4 * g2 + _F8 * g3
-                cols[1, 4, ch] = g0 - _F2 * g1 + _F4 * g2 - _F8 * g3
-                cols[1, 5, ch] = g3
-            for ch in range(c):
-                g0 = dy[img, y0 + 2, x0 + 0, ch]
-                g1 = dy[img, y0 + 2, x0 + 1, ch]
-                g2 = dy[img, y0 + 2, x0 + 2, ch]
-                g3 = dy[img, y0 + 2, x0 + 3, ch]
-                cols[2, 0, ch] = g0
-                cols[2, 1, ch] = g0 + g1 + g2 + g3
-                cols[2, 2, ch] = g0 - g1 + g2 - g3
-                cols[2, 3, ch] = g0 + _F2 * g1 + _F4 * g2 + _F8 * g3
-                cols[2, 4, ch] = g0 - _F2 * g1 + _F4 * g2 - _F8 * g3
-                cols[2, 5, ch] = g3
-            for ch in range(c):
-                g0 = dy[img, y0 + 3, x0 + 0, ch]
-                g1 = dy[img, y0 + 3, x0 + 1, ch]
-                g2 = dy[img, y0 + 3, x0 + 2, ch]
-                g3 = dy[img, y0 + 3, x0 + 3, ch]
-                cols[3, 0, ch] = g0
-                cols[3, 1, ch] = g0 + g1 + g2 + g3
-                cols[3, 2, ch] = g0 - g1 + g2 - g3
-                cols[3, 3, ch] = g0 + _F2 * g1 + _F4 * g2 + _F8 * g3
-                cols[3, 4, ch] = g0 - _F2 * g1 + _F4 * g2 - _F8 * g3
-                cols[3, 5, ch] = g3
-            for ch in range(c):
-                q0 = cols[0, 0, ch]
-                q1 = cols[1, 0, ch]
-                q2 = cols[2, 0, ch]
-                q3 = cols[3, 0, ch]
-                dm[0, k, ch] = q0
-                dm[6, k, ch] = q0 + q1 + q2 + q3
-                dm[12, k, ch] = q0 - q1 + q2 - q3
-                dm[18, k, ch] = q0 + _F2 * q1 + _F4 * q2 + _F8 * q3
-                dm[24, k, ch] = q0 - _F2 * q1 + _F4 * q2 - _F8 * q3
-                dm[30, k, ch] = q3
-            for ch in range(c):
-                q0 = cols[0, 1, ch]
-                q1 = cols[1, 1, ch]
-                q2 = cols[2, 1, ch]
-                q3 = cols[3, 1, ch]
-                dm[1, k, ch] = q0
-                dm[7, k, ch] = q0 + q1 + q2 + q3
-                dm[13, k, ch] = q0 - q1 + q2 - q3
-                dm[19, k, ch] = q0 + _F2 * q1 + _F4 * q2 + _F8 * q3
-                dm[25, k, ch] = q0 - _F2 * q1 + _F4 * q2 - _F8 * q3
-                dm[31, k, ch] = q3
-            for ch in range(c):
-                q0 = cols[0, 2, ch]
-                q1 = cols[1, 2, ch]
-                q2 = cols[2, 2, ch]
-                q3 = cols[3, 2, ch]
-                dm[2, k, ch] = q0
-                dm[8, k, ch] = q0 + q1 + q2 + q3
-                dm[14, k, ch] = q0 - q1 + q2 - q3
-                dm[20, k, ch] = q0 + _F2 * q1 + _F4 * q2 + _F8 * q3
-                dm[26, k, ch] = q0 - _F2 * q1 + _F4 * q2 - _F8 * q3
-                dm[32, k, ch] = q3
-            for ch in range(c):
-                q0 = cols[0, 3, ch]
-                q1 = cols[1, 3, ch]
-                q2 = cols[2, 3, ch]
-                q3 = cols[3, 3, ch]
-                dm[3, k, ch] = q0
-                dm[9, k, ch] = q0 + q1 + q2 + q3
-                dm[15, k, ch] = q0 - q1 + q2 - q3
-                dm[21, k, ch] = q0 + _F2 * q1 + _F4 * q2 + _F8 * q3
-                dm[27, k, ch] = q0 - _F2 * q1 + _F4 * q2 - _F8 * q3
-                dm[33, k, ch] = q3
-            for ch in range(c):
-                q0 = cols[0, 4, ch]
-                q1 = cols[1, 4, ch]
-                q2 = cols[2, 4, ch]
-                q3 = cols[3, 4, ch]
-                dm[4, k, ch] = q0
-                dm[10, k, ch] = q0 + q1 + q2 + q3
-                dm[16, k, ch] = q0 - q1 + q2 - q3
-                dm[22, k, ch] = q0 + _F2 * q1 + _F4 * q2 + _F8 * q3
-                dm[28, k, ch] = q0 - _F2 * q1 + _F4 * q2 - _F8 * q3
-                dm[34, k, ch] = q3
-            for ch in range(c):
-                q0 = cols[0, 5, ch]
-                q1 = cols[1, 5, ch]
-                q2 = cols[2, 5, ch]
-                q3 = cols[3, 5, ch]
-                dm[5, k, ch] = q0
-                dm[11, k, ch] = q0 + q1 + q2 + q3
-                dm[17, k, ch] = q0 - q1 + q2 - q3
-                dm[23, k, ch] = q0 + _F2 * q1 + _F4 * q2 + _F8 * q3
-                dm[29, k, ch] = q0 - _F2 * q1 + _F4 * q2 - _F8 * q3
-                dm[35, k, ch] = q3
+            row, col = (t % tiles) // tiles_w, t % tiles_w
+            y0, x0 = row * 4, col * 4
+            if y0 + m <= ho and x0 + m <= wo:
+                for ch in range(c):
+                    g0 = dy[img, y0 + 0, x0 + 0, ch]
+                    g1 = dy[img, y0 + 0, x0 + 1, ch]
+                    g2 = dy[img, y0 + 0, x0 + 2, ch]
+                    g3 = dy[img, y0 + 0, x0 + 3, ch]
+                    cols[0, 0, ch] = g0
+                    cols[0, 1, ch] = g0 + g1 + g2 + g3
+                    cols[0, 2, ch] = g0 - g1 + g2 - g3
+                    cols[0, 3, ch] = g0 + _F2 * g1 + _F4 * g2 + _F8 * g3
+                    cols[0, 4, ch] = g0 - _F2 * g1 + _F4 * g2 - _F8 * g3
+                    cols[0, 5, ch] = g3
+                for ch in range(c):
+                    g0 = dy[img, y0 + 1, x0 + 0, ch]
+                    g1 = dy[img, y0 + 1, x0 + 1, ch]
+                    g2 = dy[img, y0 + 1, x0 + 2, ch]
+                    g3 = dy[img, y0 + 1, x0 + 3, ch]
+                    cols[1, 0, ch] = g0
+                    cols[1, 1, ch] = g0 + g1 + g2 + g3
+                    cols[1, 2, ch] = g0 - g1 + g2 - g3
+                    cols[1, 3, ch] = g0 + _F2 * g1 + _F4 * g2 + _F8 * g3
+                    cols[1, 4, ch] = g0 - _F2 * g1 + _F4 * g2 - _F8 * g3
+                    cols[1, 5, ch] = g3
+                for ch in range(c):
+                    g0 = dy[img, y0 + 2, x0 + 0, ch]
+                    g1 = dy[img, y0 + 2, x0 + 1, ch]
+                    g2 = dy[img, y0 + 2, x0 + 2, ch]
+                    g3 = dy[img, y0 + 2, x0 + 3, ch]
+                    cols[2, 0, ch] = g0
+                    cols[2, 1, ch] = g0 + g1 + g2 + g3
+                    cols[2, 2, ch] = g0 - g1 + g2 - g3
+                    cols[2, 3, ch] = g0 + _F2 * g1 + _F4 * g2 + _F8 * g3
+                    cols[2, 4, ch] = g0 - _F2 * g1 + _F4 * g2 - _F8 * g3
+                    cols[2, 5, ch] = g3
+                for ch in range(c):
+                    g0 = dy[img, y0 + 3, x0 + 0, ch]
+                    g1 = dy[img, y0 + 3, x0 + 1, ch]
+                    g2 = dy[img, y0 + 3, x0 + 2, ch]
+                    g3 = dy[img, y0 + 3, x0 + 3, ch]
+                    cols[3, 0, ch] = g0
+                    cols[3, 1, ch] = g0 + g1 + g2 + g3
+                    cols[3, 2, ch] = g0 - g1 + g2 - g3
+                    cols[3, 3, ch] = g0 + _F2 * g1 + _F4 * g2 + _F8 * g3
+                    cols[3, 4, ch] = g0 - _F2 * g1 + _F4 * g2 - _F8 * g3
+                    cols[3, 5, ch] = g3
+                for ch in range(c):
+                    q0 = cols[0, 0, ch]
+                    q1 = cols[1, 0, ch]
+                    q2 = cols[2, 0, ch]
+                    q3 = cols[3, 0, ch]
+                    dm[0, k, ch] = q0
+                    dm[6, k, ch] = q0 + q1 + q2 + q3
+                    dm[12, k, ch] = q0 - q1 + q2 - q3
+                    dm[18, k, ch] = q0 + _F2 * q1 + _F4 * q2 + _F8 * q3
+                    dm[24, k, ch] = q0 - _F2 * q1 + _F4 * q2 - _F8 * q3
+                    dm[30, k, ch] = q3
+                for ch in range(c):
+                    q0 = cols[0, 1, ch]
+                    q1 = cols[1, 1, ch]
+                    q2 = cols[2, 1, ch]
+                    q3 = cols[3, 1, ch]
+                    dm[1, k, ch] = q0
+                    dm[7, k, ch] = q0 + q1 + q2 + q3
+                    dm[13, k, ch] = q0 - q1 + q2 - q3
+                    dm[19, k, ch] = q0 + _F2 * q1 + _F4 * q2 + _F8 * q3
+                    dm[25, k, ch] = q0 - _F2 * q1 + _F4 * q2 - _F8 * q3
+                    dm[31, k, ch] = q3
+                for ch in range(c):
+                    q0 = cols[0, 2, ch]
+                    q1 = cols[1, 2, ch]
+                    q2 = cols[2, 2, ch]
+                    q3 = cols[3, 2, ch]
+                    dm[2, k, ch] = q0
+                    dm[8, k, ch] = q0 + q1 + q2 + q3
+                    dm[14, k, ch] = q0 - q1 + q2 - q3
+                    dm[20, k, ch] = q0 + _F2 * q1 + _F4 * q2 + _F8 * q3
+                    dm[26, k, ch] = q0 - _F2 * q1 + _F4 * q2 - _F8 * q3
+                    dm[32, k, ch] = q3
+                for ch in range(c):
+                    q0 = cols[0, 3, ch]
+                    q1 = cols[1, 3, ch]
+                    q2 = cols[2, 3, ch]
+                    q3 = cols[3, 3, ch]
+                    dm[3, k, ch] = q0
+                    dm[9, k, ch] = q0 + q1 + q2 + q3
+                    dm[15, k, ch] = q0 - q1 + q2 - q3
+                    dm[21, k, ch] = q0 + _F2 * q1 + _F4 * q2 + _F8 * q3
+                    dm[27, k, ch] = q0 - _F2 * q1 + _F4 * q2 - _F8 * q3
+                    dm[33, k, ch] = q3
+                for ch in range(c):
+                    q0 = cols[0, 4, ch]
+                    q1 = cols[1, 4, ch]
+                    q2 = cols[2, 4, ch]
+                    q3 = cols[3, 4, ch]
+                    dm[4, k, ch] = q0
+                    dm[10, k, ch] = q0 + q1 + q2 + q3
+                    dm[16, k, ch] = q0 - q1 + q2 - q3
+                    dm[22, k, ch] = q0 + _F2 * q1 + _F4 * q2 + _F8 * q3
+                    dm[28, k, ch] = q0 - _F2 * q1 + _F4 * q2 - _F8 * q3
+                    dm[34, k, ch] = q3
+                for ch in range(c):
+                    q0 = cols[0, 5, ch]
+                    q1 = cols[1, 5, ch]
+                    q2 = cols[2, 5, ch]
+                    q3 = cols[3, 5, ch]
+                    dm[5, k, ch] = q0
+                    dm[11, k, ch] = q0 + q1 + q2 + q3
+                    dm[17, k, ch] = q0 - q1 + q2 - q3
+                    dm[23, k, ch] = q0 + _F2 * q1 + _F4 * q2 + _F8 * q3
+                    dm[29, k, ch] = q0 - _F2 * q1 + _F4 * q2 - _F8 * q3
+                    dm[35, k, ch] = q3
+            else:
+                tile[:] = 0
+                for i in range(y0, min(y0 + m, ho)):
+                    for j in range(x0, min(x0 + m, wo)):
+                        tile[i - y0, j - x0] = dy[img, i, j]
+                for ch in range(c):
+                    g0 = tile[0, 0, ch]
+                    g1 = tile[0, 1, ch]
+                    g2 = tile[0, 2, ch]
+                    g3 = tile[0, 3, ch]
+                    cols[0, 0, ch] = g0
+                    cols[0, 1, ch] = g0 + g1 + g2 + g3
+                    cols[0, 2, ch] = g0 - g1 + g2 - g3
+                    cols[0, 3, ch] = g0 + _F2 * g1 + _F4 * g2 + _F8 * g3
+                    cols[0, 4, ch] = g0 - _F2 * g1 + _F4 * g2 - _F8 * g3
+                    cols[0, 5, ch] = g3
+                for ch in range(c):
+                    g0 = tile[1, 0, ch]
+                    g1 = tile[1, 1, ch]
+                    g2 = tile[1, 2, ch]
+                    g3 = tile[1, 3, ch]
+                    cols[1, 0, ch] = g0
+                    cols[1, 1, ch] = g0 + g1 + g2 + g3
+                    cols[1, 2, ch] = g0 - g1 + g2 - g3
+                    cols[1, 3, ch] = g0 + _F2 * g1 + _F4 * g2 + _F8 * g3
+                    cols[1, 4, ch] = g0 - _F2 * g1 + _F4 * g2 - _F8 * g3
+                    cols[1, 5, ch] = g3
+                for ch in range(c):
+                    g0 = tile[2, 0, ch]
+                    g1 = tile[2, 1, ch]
+                    g2 = tile[2, 2, ch]
+                    g3 = tile[2, 3, ch]
+                    cols[2, 0, ch] = g0
+                    cols[2, 1, ch] = g0 + g1 + g2 + g3
+                    cols[2, 2, ch] = g0 - g1 + g2 - g3
+                    cols[2, 3, ch] = g0 + _F2 * g1 + _F4 * g2 + _F8 * g3
+                    cols[2, 4, ch] = g0 - _F2 * g1 + _F4 * g2 - _F8 * g3
+                    cols[2, 5, ch] = g3
+                for ch in range(c):
+                    g0 = tile[3, 0, ch]
+                    g1 = tile[3, 1, ch]
+                    g2 = tile[3, 2, ch]
+                    g3 = tile[3, 3, ch]
+                    cols[3, 0, ch] = g0
+                    cols[3, 1, ch] = g0 + g1 + g2 + g3
+                    cols[3, 2, ch] = g0 - g1 + g2 - g3
+                    cols[3, 3, ch] = g0 + _F2 * g1 + _F4 * g2 + _F8 * g3
+                    cols[3, 4, ch] = g0 - _F2 * g1 + _F4 * g2 - _F8 * g3
+                    cols[3, 5, ch] = g3
+                for ch in range(c):
+                    q0 = cols[0, 0, ch]
+                    q1 = cols[1, 0, ch]
+                    q2 = cols[2, 0, ch]
+                    q3 = cols[3, 0, ch]
+                    dm[0, k, ch] = q0
+                    dm[6, k, ch] = q0 + q1 + q2 + q3
+                    dm[12, k, ch] = q0 - q1 + q2 - q3
+                    dm[18, k, ch] = q0 + _F2 * q1 + _F4 * q2 + _F8 * q3
+                    dm[24, k, ch] = q0 - _F2 * q1 + _F4 * q2 - _F8 * q3
+                    dm[30, k, ch] = q3
+                for ch in range(c):
+                    q0 = cols[0, 1, ch]
+                    q1 = cols[1, 1, ch]
+                    q2 = cols[2, 1, ch]
+                    q3 = cols[3, 1, ch]
+                    dm[1, k, ch] = q0
+                    dm[7, k, ch] = q0 + q1 + q2 + q3
+                    dm[13, k, ch] = q0 - q1 + q2 - q3
+                    dm[19, k, ch] = q0 + _F2 * q1 + _F4 * q2 + _F8 * q3
+                    dm[25, k, ch] = q0 - _F2 * q1 + _F4 * q2 - _F8 * q3
+                    dm[31, k, ch] = q3
+                for ch in range(c):
+                    q0 = cols[0, 2, ch]
+                    q1 = cols[1, 2, ch]
+                    q2 = cols[2, 2, ch]
+                    q3 = cols[3, 2, ch]
+                    dm[2, k, ch] = q0
+                    dm[8, k, ch] = q0 + q1 + q2 + q3
+                    dm[14, k, ch] = q0 - q1 + q2 - q3
+                    dm[20, k, ch] = q0 + _F2 * q1 + _F4 * q2 + _F8 * q3
+                    dm[26, k, ch] = q0 - _F2 * q1 + _F4 * q2 - _F8 * q3
+                    dm[32, k, ch] = q3
+                for ch in range(c):
+                    q0 = cols[0, 3, ch]
+                    q1 = cols[1, 3, ch]
+                    q2 = cols[2, 3, ch]
+                    q3 = cols[3, 3, ch]
+                    dm[3, k, ch] = q0
+                    dm[9, k, ch] = q0 + q1 + q2 + q3
+                    dm[15, k, ch] = q0 - q1 + q2 - q3
+                    dm[21, k, ch] = q0 + _F2 * q1 + _F4 * q2 + _F8 * q3
+                    dm[27, k, ch] = q0 - _F2 * q1 + _F4 * q2 - _F8 * q3
+                    dm[33, k, ch] = q3
+                for ch in range(c):
+                    q0 = cols[0, 4, ch]
+                    q1 = cols[1, 4, ch]
+                    q2 = cols[2, 4, ch]
+                    q3 = cols[3, 4, ch]
+                    dm[4, k, ch] = q0
+                    dm[10, k, ch] = q0 + q1 + q2 + q3
+                    dm[16, k, ch] = q0 - q1 + q2 - q3
+                    dm[22, k, ch] = q0 + _F2 * q1 + _F4 * q2 + _F8 * q3
+                    dm[28, k, ch] = q0 - _F2 * q1 + _F4 * q2 - _F8 * q3
+                    dm[34, k, ch] = q3
+                for ch in range(c):
+                    q0 = cols[0, 5, ch]
+                    q1 = cols[1, 5, ch]
+                    q2 = cols[2, 5, ch]
+                    q3 = cols[3, 5, ch]
+                    dm[5, k, ch] = q0
+                    dm[11, k, ch] = q0 + q1 + q2 + q3
+                    dm[17, k, ch] = q0 - q1 + q2 - q3
+                    dm[23, k, ch] = q0 + _F2 * q1 + _F4 * q2 + _F8 * q3
+                    dm[29, k, ch] = q0 - _F2 * q1 + _F4 * q2 - _F8 * q3
+                    dm[35, k, ch] = q3
