@@ -51,6 +51,8 @@ class Plan:
                  filters: int) -> None:
         self.m, self.a = m, m + 2
         self.bt, self.g, self.at = matrices(m)
+        # vec(G g Gᵀ) = (G ⊗ G) vec(g) for row-major vec: the filter transforms are one GEMM
+        self.g_kron = np.kron(self.g, self.g)  # (a², 9) float64
         n, c, h, w = x_shape
         ph, pw = padding
         self.out_hw = (h + 2 * ph - 2, w + 2 * pw - 2)
@@ -77,15 +79,15 @@ class Plan:
     def filters_transformed(self, w: np.ndarray) -> np.ndarray:
         """U = G g Gᵀ for each filter: w (F, C, 3, 3) -> (a², C, F) float32."""
         f, c = w.shape[:2]
-        u = self.g @ w.astype(F64).reshape(f * c, 3, 3) @ self.g.T  # (F*C, a, a)
-        u = u.reshape(f, c, self.a * self.a).transpose(2, 1, 0)
-        return np.ascontiguousarray(u, dtype=np.float32)
+        taps = w.reshape(f, c, 9).transpose(2, 1, 0).astype(F64).reshape(9, c * f)
+        return (self.g_kron @ taps).astype(np.float32).reshape(-1, c, f)
 
     def filters_from_transformed(self, du: np.ndarray) -> np.ndarray:
         """dW = Gᵀ dU G: du (a², C, F) -> (F, C, 3, 3) float32."""
         c, f = du.shape[1:]
-        tiles = du.astype(F64).transpose(2, 1, 0).reshape(f * c, self.a, self.a)
-        return (self.g.T @ tiles @ self.g).reshape(f, c, 3, 3).astype(np.float32)
+        taps = self.g_kron.T @ du.reshape(-1, c * f).astype(F64)  # (9, C*F)
+        return np.ascontiguousarray(taps.reshape(3, 3, c, f).transpose(3, 2, 0, 1),
+                                    dtype=np.float32)
 
     def tile_blocks(self, images: int) -> list[tuple[int, int]]:
         """(first tile, tile count) blocks covering ``images`` images' tiles."""
