@@ -5,6 +5,9 @@ here the threshold is lowered to 0 and three or two threads are forced, so every
 boundary (including uneven ones: batch 5 over 3 or 2 threads) is exercised.
 """
 
+import os
+import threading
+
 import numpy as np
 import pytest
 
@@ -218,3 +221,27 @@ def test_blas_left_alone_for_products_that_onednn_runs(monkeypatch, backend):
         with parallel.blas_single_threaded(np.dtype(np.float32)):
             assert counts() == ([1] * len(before) if float32_held else before)
         assert counts() == before
+
+
+def test_a_worker_woken_on_the_callers_core_moves_off_it(monkeypatch):
+    """Linux may wake a worker on the caller's own core (both slices would then share it):
+    the worker then narrows its affinity to the caller's other cores before its slice."""
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    if len(allowed) < 2 or parallel._current_cpu is None:
+        pytest.skip("needs Linux and two cores to move between")
+    caller_cpu = min(allowed)
+    monkeypatch.setattr(parallel, "_current_cpu", lambda: caller_cpu)  # always "on it"
+    seen, caller_tid = {}, threading.get_native_id()
+
+    def slice_work(s):
+        seen[s.start] = os.sched_getaffinity(0)
+
+    def in_a_fresh_thread():
+        run = parallel._off_callers_core(slice_work, caller_cpu, caller_tid)
+        run(slice(0, 1))
+
+    thread = threading.Thread(target=in_a_fresh_thread)  # its affinity ends with it
+    thread.start()
+    thread.join()
+    assert seen[0] == allowed - {caller_cpu}
+    assert os.sched_getaffinity(0) == allowed  # the caller itself is left alone

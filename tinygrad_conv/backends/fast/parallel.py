@@ -21,10 +21,16 @@ interrupt could not make a later computation wrong.
 Why a plain pool: waiting workers that spin (an OpenMP-style hand-off) were measured here
 against the pool; they win nothing on an idle machine and lose badly when another process
 wants the cores (docs/performance.md, "Threads").
+
+Off the caller's core. After the machine has idled a few milliseconds, Linux may wake a
+worker on the very core the calling thread runs on (a virtual machine's sleeping vCPU looks
+busy to the guest), and the two slices then run one after the other there. A worker that
+finds itself on the caller's core moves itself to the caller's other allowed cores first.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -75,6 +81,32 @@ def thread_count() -> int:
     return count
 
 
+def _cpu_getter() -> Callable[[], int] | None:
+    """libc's sched_getcpu (a vDSO read, no syscall), where there is one."""
+    try:
+        getcpu = ctypes.CDLL(None).sched_getcpu
+    except (AttributeError, OSError, TypeError):
+        return None
+    getcpu.restype, getcpu.argtypes = ctypes.c_int, []
+    return getcpu if hasattr(os, "sched_setaffinity") else None
+
+
+_current_cpu = _cpu_getter()
+
+
+def _off_callers_core(work: Callable[[slice], object], caller_cpu: int,
+                      caller_tid: int) -> Callable[[slice], object]:
+    """``work``, run by a worker after it has left the caller's core if it was woken there."""
+    def run(s: slice) -> object:
+        if _current_cpu is not None and _current_cpu() == caller_cpu:
+            elsewhere = os.sched_getaffinity(caller_tid) - {caller_cpu}
+            if elsewhere:
+                os.sched_setaffinity(0, elsewhere)
+        return work(s)
+
+    return run
+
+
 def _start_worker() -> None:
     _local.worker = True
     gemm.own_thread()
@@ -105,9 +137,12 @@ def over_batch(work: Callable[[slice], object], batch: int, elements: int) -> No
     bounds = [batch * k // threads for k in range(threads + 1)]
     slices = [slice(bounds[k], bounds[k + 1]) for k in range(threads)]
     executor, futures = _executor(threads), []
+    worker_work = work
+    if _current_cpu is not None:
+        worker_work = _off_callers_core(work, _current_cpu(), threading.get_native_id())
     try:
         for s in slices[1:]:
-            futures.append(executor.submit(work, s))
+            futures.append(executor.submit(worker_work, s))
         work(slices[0])
     finally:
         _wait_all(futures)
