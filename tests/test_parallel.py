@@ -154,23 +154,36 @@ def test_split_matmul_matches_numpy(split_everything, m, k, n):
     np.testing.assert_allclose(parallel.matmul(b.T, a.T), (a @ b).T, rtol=1e-12, atol=1e-12)
 
 
-def test_blas_is_held_to_one_thread_and_restored(monkeypatch):
+def test_blas_is_held_to_one_thread_from_first_use_until_released(monkeypatch):
     threadpoolctl = pytest.importorskip("threadpoolctl")
     blas = threadpoolctl.ThreadpoolController().select(user_api="blas")
     if not blas.lib_controllers:
         pytest.skip("no BLAS library that threadpoolctl can control")
+
+    def counts() -> list[int]:
+        return [lib.get_num_threads() for lib in blas.lib_controllers]
+
     monkeypatch.setenv("TINYGRAD_CONV_THREADS", "2")
-    with blas.limit(limits=2):
-        before = [lib["num_threads"] for lib in blas.info()]
-        with parallel.blas_single_threaded():
-            assert [lib.get_num_threads() for lib in blas.lib_controllers] == [1] * len(before)
+    parallel.release_blas()  # whatever earlier tests held
+    try:
+        with blas.limit(limits=2):
+            before = counts()
+            monkeypatch.setenv("TINYGRAD_CONV_THREADS", "1")  # not splitting: left alone
             with parallel.blas_single_threaded():
-                pass
-            assert [lib.get_num_threads() for lib in blas.lib_controllers] == [1] * len(before)
-        assert [lib.get_num_threads() for lib in blas.lib_controllers] == before
-        monkeypatch.setenv("TINYGRAD_CONV_THREADS", "1")  # not splitting: BLAS left alone
-        with parallel.blas_single_threaded():
-            assert [lib.get_num_threads() for lib in blas.lib_controllers] == before
+                assert counts() == before
+            monkeypatch.setenv("TINYGRAD_CONV_THREADS", "2")
+            with parallel.blas_single_threaded():
+                assert counts() == [1] * len(before)
+                with parallel.blas_single_threaded():
+                    pass
+                assert counts() == [1] * len(before)
+            assert counts() == [1] * len(before)  # held on: no thread woken to spin
+            parallel.release_blas()
+            assert counts() == before
+            parallel.release_blas()  # twice: nothing more to give back
+            assert counts() == before
+    finally:
+        parallel.release_blas()
 
 
 def test_relu_backward_split_and_its_second_derivative(split_everything):
@@ -214,13 +227,19 @@ def test_blas_left_alone_for_products_that_onednn_runs(monkeypatch, backend):
     def counts() -> list[int]:
         return [lib.get_num_threads() for lib in blas.lib_controllers]
 
-    with blas.limit(limits=2):
-        before = counts()
-        with parallel.blas_single_threaded(np.dtype(np.float64)):
-            assert counts() == [1] * len(before)
-        with parallel.blas_single_threaded(np.dtype(np.float32)):
-            assert counts() == ([1] * len(before) if float32_held else before)
-        assert counts() == before
+    parallel.release_blas()
+    try:
+        with blas.limit(limits=2):
+            before = counts()
+            with parallel.blas_single_threaded(np.dtype(np.float32)):
+                assert counts() == ([1] * len(before) if float32_held else before)
+            parallel.release_blas()
+            with parallel.blas_single_threaded(np.dtype(np.float64)):
+                assert counts() == [1] * len(before)
+            parallel.release_blas()
+            assert counts() == before
+    finally:
+        parallel.release_blas()
 
 
 def test_a_worker_woken_on_the_callers_core_moves_off_it(monkeypatch):

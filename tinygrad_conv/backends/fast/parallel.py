@@ -5,9 +5,10 @@ those loops, so handing each thread a contiguous slice of the batch runs them si
 Each slice writes a disjoint part of the output, so no locking is needed.
 
 The GEMMs are split the same way, on the same threads, with the BLAS library held to one
-thread while they run (``blas_single_threaded``). Left to itself, a multithreaded BLAS
-(OpenBLAS) keeps its worker threads spinning for a while after every call, and those
-spinning workers take the cores the next memory-bound kernel wanted.
+thread (``blas_single_threaded``, from its first use on; ``release_blas`` undoes it). Left
+to itself, a multithreaded BLAS (OpenBLAS) keeps its worker threads spinning for a while
+after every call, and those spinning workers take the cores the next memory-bound kernel
+wanted.
 
 The thread count is ``TINYGRAD_CONV_THREADS`` if set, else the number of cores this process
 may use; 1 turns the splitting off and leaves the BLAS library's threads alone.
@@ -175,41 +176,56 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_threads)
 
 
-_blas_controllers: list | None = None  # threadpoolctl's handles on the loaded BLAS libraries
-
-
 def _blas() -> list:
-    global _blas_controllers
-    if _blas_controllers is None:
-        from threadpoolctl import ThreadpoolController
+    """threadpoolctl's handles on the BLAS libraries loaded now (asked afresh: a library
+    loaded later, such as SciPy's OpenBLAS, is seen at the next hold)."""
+    from threadpoolctl import ThreadpoolController
 
-        _blas_controllers = ThreadpoolController().select(user_api="blas").lib_controllers
-    return _blas_controllers
+    return ThreadpoolController().select(user_api="blas").lib_controllers
+
+
+_held_counts: list | None = None  # (BLAS library, its thread count before we held it)
 
 
 @contextmanager
 def blas_single_threaded(dtype: np.dtype | None = None) -> Iterator[None]:
-    """Hold the BLAS libraries to one thread inside the block (when we split work ourselves).
+    """Run the block with the BLAS libraries at one thread (when we split work ourselves).
 
     ``dtype`` is that of the products the block runs, if known: when ``gemm`` sends them to
     oneDNN (float32), NumPy's BLAS is not called and nothing changes. So too with
-    ``thread_count() == 1``. Nested use is fine: each level restores what it found. The
-    setting is process-wide: BLAS calls that other threads make inside the block also run
-    on one thread.
+    ``thread_count() == 1``. The setting is process-wide, and it stays after the block:
+    putting OpenBLAS back to two threads woke its idle threads, which then spin for about
+    0.1 s (its thread timeout) on the cores our own threads use next. Winograd's forward on
+    (32,64,56,56) took 41 ms instead of 22 so (docs/performance.md, "Threads").
+    ``release_blas()`` gives the BLAS libraries their thread counts back.
     """
-    if thread_count() == 1 or (dtype is not None and not gemm.dtype_on_numpy(dtype)):
-        yield
+    if thread_count() > 1 and (dtype is None or gemm.dtype_on_numpy(dtype)):
+        _hold_blas()
+    yield
+
+
+def _hold_blas() -> None:
+    global _held_counts
+    if _held_counts is not None:
         return
-    saved = [(lib, lib.get_num_threads()) for lib in _blas()]
-    for lib, count in saved:
+    with _pools_lock:
+        if _held_counts is None:
+            counts = [(lib, lib.get_num_threads()) for lib in _blas()]
+            for lib, count in counts:
+                if count != 1:
+                    lib.set_num_threads(1)
+            _held_counts = counts
+
+
+def release_blas() -> None:
+    """Give the BLAS libraries back the thread counts they had before the fast backend held
+    them at one (NumPy's own products elsewhere in the program then use every core again)."""
+    global _held_counts
+    with _pools_lock:
+        counts, _held_counts = _held_counts, None
+    for lib, count in counts or []:
         if count != 1:
-            lib.set_num_threads(1)
-    try:
-        yield
-    finally:
-        for lib, count in saved:
-            if count != 1:
-                lib.set_num_threads(count)
+            lib.set_num_threads(count)
 
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
