@@ -103,7 +103,7 @@ class Plan:
 
 def _channels_last(a: np.ndarray) -> np.ndarray:
     """a (N, C, H, W) as contiguous (N, H, W, C) float32: a view when it is laid out so
-    (what the other kernels hand out), else one copy."""
+    (what the other kernels hand out), else one copy (made by each thread for its slice)."""
     return np.ascontiguousarray(channels_last(a), dtype=np.float32)
 
 
@@ -131,13 +131,14 @@ def conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, padding: tuple
     plan = Plan(m, x.shape, padding, w.shape[0])
     u = plan.filters_transformed(w)
     b = np.zeros(w.shape[0], np.float32) if bias is None else bias.astype(np.float32)
-    xl, f = _channels_last(x), w.shape[0]
+    f = w.shape[0]
     out = np.empty((len(x), *plan.out_hw, f), np.float32)
 
     def work(s: slice) -> None:
         v, mm = plan.scratch(f)
+        xs = _channels_last(x[s])  # each thread lays out its own images, if they need it
         for first, count in plan.tile_blocks(s.stop - s.start):
-            plan.input_tiles(xl[s], first, count, v)
+            plan.input_tiles(xs, first, count, v)
             np.matmul(v[:, :count], u, out=mm[:, :count])  # a² GEMMs (count, C) @ (C, F)
             plan.output_tiles(mm, b, first, count, out[s])
 
@@ -159,15 +160,15 @@ def conv2d_grad_weight(dout: np.ndarray, x: np.ndarray, padding: tuple[int, int]
     """dW (F, C, 3, 3) = Gᵀ (Σ over tiles of V[ξ]ᵀ @ (A dY Aᵀ)[ξ]) G, block by block."""
     f = dout.shape[1]
     plan = Plan(m, x.shape, padding, f)
-    xl, gl = _channels_last(x), _channels_last(dout)
     partial_sums: dict[int, np.ndarray] = {}  # by first image: summed in a fixed order
 
     def work(s: slice) -> None:
         v, dm = plan.scratch(f)
         du = np.zeros((plan.a * plan.a, plan.channels, f), np.float32)
+        xs, gs = _channels_last(x[s]), _channels_last(dout[s])
         for first, count in plan.tile_blocks(s.stop - s.start):
-            plan.input_tiles(xl[s], first, count, v)
-            plan.adjoint_tiles(gl[s], first, count, dm)
+            plan.input_tiles(xs, first, count, v)
+            plan.adjoint_tiles(gs, first, count, dm)
             du += np.matmul(v[:, :count].transpose(0, 2, 1), dm[:, :count])
         partial_sums[s.start] = du
 
