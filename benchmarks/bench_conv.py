@@ -251,21 +251,42 @@ class Row:
         return f"{common.pass_miss(ok)} (≤{bound:.1f}x)"
 
 
-def bench_shape(shape: ConvShape, args, np, torch) -> list[Row]:
-    """Time the GEMM and the forward and forward+backward of one shape in both frameworks;
-    then compare the results with torch's."""
+def bench_shape(shape: ConvShape, args, np, torch) -> tuple[dict, tuple | None, tuple | None]:
+    """Time the forward and forward+backward of one shape in both frameworks, then compare
+    the results with torch's: (timings by case, forward diff, backward diff)."""
     arr = make_arrays(shape, np)
     ours_fb = ours_forward_backward(shape, arr)
-    cases = {name: gemm_case(shape, np, name) for name in GEMM_CASES}
-    cases |= {"fwd": common.Case(ours_forward(shape, arr)),
+    cases = {"fwd": common.Case(ours_forward(shape, arr)),
              "fwd+bwd": common.Case(ours_fb[0], ours_fb[1])}
     if torch is not None:
         torch_fb = torch_forward_backward(shape, arr, torch)
         cases["torch fwd"] = common.Case(torch_forward(shape, arr, torch))
         cases["torch fwd+bwd"] = common.Case(torch_fb[0], torch_fb[1])
     t = common.time_cases(cases, args.repeats, args.warmup, args.interleave)
+    if torch is None:
+        return t, None, None
+    return (t, check_forward(ours_forward(shape, arr), cases["torch fwd"].fn, np),
+            check_backward(ours_fb, torch_fb, np))
+
+
+def bench_gemms(shape: ConvShape, args, np) -> dict[str, float]:
+    """GFLOP/s of the forward's product by np.matmul (its BLAS at ``args.threads`` threads,
+    whatever the backend set) and by our GEMM. Run after every convolution: NumPy's
+    OpenBLAS threads spin for about 0.1 s after a product, on the cores the next case
+    would use."""
+    from threadpoolctl import threadpool_limits
+
+    cases = {name: gemm_case(shape, np, name) for name in GEMM_CASES}
+    with threadpool_limits(limits=args.threads, user_api="blas"):
+        t = common.time_cases(cases, args.repeats, args.warmup, args.interleave)
     m, k, p = shape.gemm
-    gemm_rates = {name: 2 * m * k * p / t[name].median / 1e9 for name in GEMM_CASES}
+    return {name: 2 * m * k * p / t[name].median / 1e9 for name in GEMM_CASES}
+
+
+def make_rows(shape: ConvShape, timed: tuple, gemm_rates: dict[str, float], np,
+              torch) -> list[Row]:
+    """The fwd and fwd+bwd rows of one shape."""
+    t, fwd_diff, fb_diff = timed
     # the reference: the fastest of the four, the best this machine does on this product
     gemm_gflops = max(gemm_rates.values())
     numpy_gflops = max(gemm_rates["numpy F@X"], gemm_rates["numpy X@F"])
@@ -276,8 +297,7 @@ def bench_shape(shape: ConvShape, args, np, torch) -> list[Row]:
              algorithm=" / ".join(chosen))
     if torch is not None:
         fwd.torch, fb.torch = t["torch fwd"], t["torch fwd+bwd"]
-        fwd.diff = check_forward(ours_forward(shape, arr), cases["torch fwd"].fn, np)
-        fb.diff = check_backward(ours_fb, torch_fb, np)
+        fwd.diff, fb.diff = fwd_diff, fb_diff
     return [fwd, fb]
 
 
@@ -320,11 +340,15 @@ def main() -> None:
 
     torch = common.import_torch(args.threads, args.no_torch)
     print(common.header("conv2d: tinygrad_conv vs NumPy GEMM vs PyTorch", args, method, torch))
-    rows: list[Row] = []
-    for values in SHAPES:
-        shape = ConvShape(*values)
+    shapes = [ConvShape(*values) for values in SHAPES]
+    timed = []
+    for shape in shapes:
         common.progress(f"conv {shape.label()} ...")
-        rows.extend(bench_shape(shape, args, np, torch))
+        timed.append(bench_shape(shape, args, np, torch))
+    rows: list[Row] = []
+    for shape, conv_times in zip(shapes, timed):  # the GEMMs last (see bench_gemms)
+        common.progress(f"GEMM {shape.gemm} ...")
+        rows.extend(make_rows(shape, conv_times, bench_gemms(shape, args, np), np, torch))
     print(common.markdown_table(HEADERS, [table_row(r) for r in rows],
                                 right=[False, False, False] + [True] * 8 + [False]))
     print()

@@ -332,8 +332,9 @@ class Worker:
         return {}
 
     def steps(self, n: int) -> dict:
-        """One untimed step (wakes the framework's threads), then ``n`` timed ones."""
-        self.step()
+        """Untimed steps for common.WARM_SECONDS (the framework's threads and cores awake,
+        the previous framework's spinning threads stopped), then ``n`` timed ones."""
+        common.warm(self.step)
         times, cpu, wall = [], _cpu_seconds(), time.perf_counter()
         for _ in range(n):
             start = time.perf_counter()
@@ -506,7 +507,6 @@ def run_batch(batch: int, args: argparse.Namespace, weights: str, tmp: str) -> l
         for name in names[round_ % len(names):] + names[:round_ % len(names)]:
             if name not in channels:
                 continue
-            time.sleep(common.SETTLE_SECONDS)
             reply = channels[name].call("steps", n=args.steps_per_turn)
             if _failed(results[name], reply, channels[name]):
                 del channels[name]
@@ -606,7 +606,7 @@ def header(args: argparse.Namespace, pinned: str) -> str:
         "setting is in the table below",
         f"- timing: each framework in its own process; first step timed alone; {args.warmup} "
         f"warm-up steps; then {args.repeats} rounds, each giving every framework in turn (order "
-        f"rotated per round) a {common.SETTLE_SECONDS * 1e3:.0f} ms pause, one untimed step and "
+        f"rotated per round) {common.WARM_SECONDS * 1e3:.0f} ms of untimed steps and "
         f"{args.steps_per_turn} timed steps; ms/step is the median ± the interquartile range",
         f"- load average before the run: {common.load_text()}",
         f"- competing load: {common._load_line(args)}",

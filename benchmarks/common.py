@@ -207,7 +207,20 @@ class Case:
     before: Callable[[], object] | None = None
 
 
-SETTLE_SECONDS = 0.05  # --interleave: pause before each case's runs (other threads stop spinning)
+WARM_SECONDS = 0.025  # --interleave: untimed runs of a case, this long, before each timed run
+
+
+def warm(fn: Callable[[], object], seconds: float = WARM_SECONDS,
+         before: Callable[[], object] | None = None) -> None:
+    """Run ``fn`` untimed (``before`` ahead of each call) until ``seconds`` have passed,
+    at least once."""
+    end = time.perf_counter() + seconds
+    while True:
+        if before is not None:
+            before()
+        fn()
+        if time.perf_counter() >= end:
+            return
 
 
 def _run_once(case: Case) -> float:
@@ -227,17 +240,18 @@ def time_cases(cases: dict[str, Case], repeats: int, warmup: int,
     framework's idle worker threads (OpenBLAS and OpenMP spin for a while after a parallel
     call) have settled before the next is timed. With ``interleave`` they run round-robin
     instead, so that bursts of load from other processes hit every case alike. Each timed run
-    then comes right after an untimed one of the same case, which in turn follows a pause of
-    SETTLE_SECONDS: the previous case's spinning threads (torch's OpenMP workers spin about
-    12 ms after a step, on one of our two cores) are gone, and the case's own threads are as
-    warm as in the middle of its own training loop.
+    then comes right after WARM_SECONDS of untimed runs of the same case: the previous
+    case's spinning threads (torch's OpenMP workers spin about 12 ms after a step) have
+    stopped by then, and the case's own threads and cores are as warm as in the middle of its
+    own training loop. (A pause instead of those runs let this VM's idle vCPUs go cold: the
+    first calls after a 50-200 ms pause took 1.5x to 20x their usual time, in both
+    frameworks, docs/performance.md.)
     """
     if interleave:
         timings = {name: Timing() for name in cases}
         for i in range(warmup + repeats):
             for name, case in cases.items():
-                time.sleep(SETTLE_SECONDS)
-                _run_once(case)
+                warm(case.fn, before=case.before)
                 elapsed = _run_once(case)
                 if i >= warmup:
                     timings[name].samples.append(elapsed)
