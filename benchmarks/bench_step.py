@@ -19,8 +19,8 @@ import common
 BATCHES = (64, 128)
 OPTIMIZERS = {"SGD": {"lr": 0.01}, "Adam": {"lr": 1e-3}}
 EPOCH_IMAGES = 60_000
-STEP_TARGET = 1.0  # our step time / torch's, at most
-MEMORY_TARGET = 2.0  # our extra memory / torch's, at most
+STEP_TARGET = 0.7  # our step time / torch's, at most (issue 19)
+MEMORY_TARGET = 1.0  # our extra memory / torch's, at most (issue 19)
 
 
 # --------------------------------------------------------------------------- building
@@ -214,8 +214,8 @@ def time_row(row: Row) -> list[str]:
 
 
 TIME_HEADERS = ["batch", "optimizer", "ours ms/step", "ours img/s", "torch ms/step",
-                "torch img/s", "ours/torch", "target ≤1.0x", "epoch ours", "epoch torch",
-                "max abs diff logits / params"]
+                "torch img/s", "ours/torch", f"target ≤{STEP_TARGET:g}x", "epoch ours",
+                "epoch torch", "max abs diff logits / params"]
 
 
 def memory_row(row: Row) -> list[str]:
@@ -233,7 +233,7 @@ def memory_row(row: Row) -> list[str]:
 
 
 MEMORY_HEADERS = ["batch", "optimizer", "ours MB (tracemalloc)", "ours MB (RSS)", "torch MB (RSS)",
-                  "ours/torch", "ours/torch (RSS both)", "target ≤2x"]
+                  "ours/torch", "ours/torch (RSS both)", f"target ≤{MEMORY_TARGET:g}x"]
 
 NOTES = """\
 One step = zero_grad, forward, cross_entropy, backward, optimizer.step() on a fixed synthetic
