@@ -14,13 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _layouts import in_layout
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tinygrad_conv as tc
 import tinygrad_conv.functional as F
 from tinygrad_conv import backends, naive, viz
-from tinygrad_conv.backends.fast import autotune, compiled, winograd
+from tinygrad_conv.backends.fast import autotune, compiled, onednn_conv, winograd
 from tinygrad_conv.backends.fast.winograd_matrices import SIZES, matrices
 from tinygrad_conv.geometry import Window
 
@@ -75,16 +76,6 @@ def winograd_cases(draw):
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     weight = rng.standard_normal((f, c, 3, 3)).astype(np.float32)
     return in_layout(x, layout), weight, padding, rng
-
-
-def in_layout(a: np.ndarray, kind: str) -> np.ndarray:
-    if kind == "channels last":
-        return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
-    if kind == "strided view":
-        big = np.zeros(a.shape[:3] + (a.shape[3] * 2,), a.dtype)
-        big[..., ::2] = a
-        return big[..., ::2]
-    return a
 
 
 @needs_numba
@@ -212,7 +203,8 @@ def test_benchmark_times_large_convs_once_and_keeps_small_ones_on_im2col(fresh_p
     large = conv_graph(shape=(16, 32, 14, 14), filters=32)[3]
     (plan,) = autotune.plans()
     assert plan["pass"] == "conv2d_forward" and plan["x_shape"] == (16, 32, 14, 14)
-    assert set(plan["ms"]) == {"im2col", "winograd2", "winograd4"}
+    with_onednn = {"onednn"} if onednn_conv.available() else set()
+    assert set(plan["ms"]) == {"im2col", "winograd2", "winograd4"} | with_onednn
     assert plan["algorithm"] == min(plan["ms"], key=plan["ms"].get)
     assert large.op.attrs["algorithm"] == plan["algorithm"]
     conv_graph(shape=(16, 32, 14, 14), filters=32)  # the same shape: no new timing

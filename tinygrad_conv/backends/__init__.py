@@ -73,6 +73,7 @@ CONV_ALGORITHMS = (
     "winograd",   # Winograd's minimal filtering for 3x3 stride-1 convs, tile size by the rule
     "winograd2",  # ... with 2x2 output tiles, F(2x2, 3x3)
     "winograd4",  # ... with 4x4 output tiles, F(4x4, 3x3)
+    "onednn",     # oneDNN's own direct convolutions (JIT-compiled), where oneDNN is installed
 )
 
 _lock = threading.Lock()

@@ -10,8 +10,8 @@ The setting (``tinygrad_conv.backends.conv_algorithm()``, ``TINYGRAD_CONV_ALGO``
   inputs of that shape and the fastest is kept. Convolutions under ``SMALL_FLOPS`` run
   im2col untimed. Timings vary from run to run, and so may the choice and the last bits
   of the results;
-- ``im2col``, ``winograd2``, ``winograd4``: that algorithm wherever it applies, im2col
-  elsewhere; ``winograd``: Winograd where it applies, with the rule's tile size.
+- ``im2col``, ``winograd2``, ``winograd4``, ``onednn``: that algorithm wherever it applies,
+  im2col elsewhere; ``winograd``: Winograd where it applies, with the rule's tile size.
 
 The timed choices ("plans") live for the process. ``TINYGRAD_CONV_ALGO_CACHE=path`` loads
 them from a JSON file when the backend loads and saves each new one there (atomically);
@@ -39,6 +39,9 @@ from .conv import ALGORITHMS, PASSES, Algorithm
 SMALL_FLOPS = 20e6  # a forward under this many multiply-adds runs im2col (auto, benchmark)
 WINOGRAD_MIN_CHANNELS = 16  # fewer input or output channels: the transforms cost more than
                             # the multiplies they save
+ONEDNN_MIN_FLOPS = 4e6  # oneDNN's convolutions from this many multiply-adds (each new shape
+                        # costs a plan, about a millisecond; below it im2col is as fast)
+ONEDNN_MIN_DX_CHANNELS = 16  # fewer input channels: dX by im2col (oneDNN's was 2x slower)
 TILE4_GAIN = 0.75  # F(4x4) when its multiplies per output are at most this times F(2x2)'s
 TIMED_RUNS = 2  # timed calls per candidate (after one warm-up call); the fastest counts
 
@@ -51,28 +54,42 @@ def choose(pass_name: str, geo: Window, dtype: np.dtype) -> Algorithm:
     """The algorithm to run ``pass_name`` (one of conv.PASSES) of this convolution with."""
     setting = backends.conv_algorithm()
     candidates = [a for a in ALGORITHMS.values() if a.applies(geo, dtype)]
+    names = [a.name for a in candidates]
     if setting in ALGORITHMS:
-        return ALGORITHMS[setting] if ALGORITHMS[setting] in candidates else ALGORITHMS["im2col"]
+        return ALGORITHMS[setting] if setting in names else ALGORITHMS["im2col"]
     if len(candidates) <= 1:
         return ALGORITHMS["im2col"]
     if setting == "winograd":
-        return ALGORITHMS[winograd_tile(geo)]
+        return ALGORITHMS[winograd_tile(geo) if "winograd4" in names else "im2col"]
     if setting == "benchmark" and _flops(geo) >= SMALL_FLOPS:
         return ALGORITHMS[_plan(pass_name, geo, dtype, candidates)]
-    return ALGORITHMS[rule(pass_name, geo)]
+    return ALGORITHMS[rule(pass_name, geo, names)]
 
 
-def rule(pass_name: str, geo: Window) -> str:
-    """``auto``'s choice for a convolution Winograd applies to (measured: docs/performance.md).
+def rule(pass_name: str, geo: Window, names: list[str] | None = None) -> str:
+    """``auto``'s choice among the algorithms ``names`` that apply to this float32
+    convolution (by default: those that do here) (measured: docs/performance.md).
 
-    im2col for small convolutions and for few channels on either side of the pass's
-    product; else Winograd, F(4x4) where its multiplies per output (counting the tiles cut
-    off at the edges) are clearly fewer than F(2x2)'s, F(2x2) otherwise (its error is im2col's
-    size; F(4x4)'s is ten times larger).
+    Winograd for 3x3 stride-1 convolutions of SMALL_FLOPS multiply-adds and up with at
+    least WINOGRAD_MIN_CHANNELS channels on both sides: F(4x4) where its multiplies per
+    output (counting the tiles cut off at the edges) are clearly fewer than F(2x2)'s, F(2x2)
+    otherwise (its error is im2col's size; F(4x4)'s is ten times larger). Other windows
+    (5x5, strides, dilations) from ONEDNN_MIN_FLOPS: oneDNN's direct convolutions (2x to 4x
+    faster than im2col there), except dX with few input channels (im2col's was 2x faster).
+    im2col for the rest, 3x3 stride-1 layers with few channels among them (oneDNN's no
+    faster there once its layouts are converted).
     """
-    if _flops(geo) < SMALL_FLOPS or min(geo.x_shape[1], geo.filters) < WINOGRAD_MIN_CHANNELS:
-        return "im2col"
-    return winograd_tile(geo)
+    if names is None:
+        names = [a.name for a in ALGORITHMS.values() if a.applies(geo, np.dtype(np.float32))]
+    c, f = geo.x_shape[1], geo.filters
+    flops = _flops(geo)
+    if flops >= SMALL_FLOPS and "winograd4" in names and min(c, f) >= WINOGRAD_MIN_CHANNELS:
+        return winograd_tile(geo)
+    three_by_three = geo.kernel == (3, 3) and geo.stride == (1, 1) and geo.dilation == (1, 1)
+    if (flops >= ONEDNN_MIN_FLOPS and "onednn" in names and not three_by_three
+            and (pass_name != "conv2d_grad_input" or c >= ONEDNN_MIN_DX_CHANNELS)):
+        return "onednn"
+    return "im2col"
 
 
 def winograd_tile(geo: Window) -> str:

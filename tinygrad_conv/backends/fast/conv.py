@@ -4,6 +4,8 @@
   cache-sized blocks and multiplied there (kernels.py), for any convolution without groups.
 - ``winograd2`` and ``winograd4``: Winograd's F(2x2, 3x3) and F(4x4, 3x3) (winograd.py),
   2.25x and 4x fewer multiplies, for float32 3x3 stride-1 undilated convolutions.
+- ``onednn``: oneDNN's own direct convolutions (onednn_conv.py), JIT-compiled, for float32
+  convolutions of any window where oneDNN is installed.
 
 Which one runs for a given shape is decided in autotune.py.
 """
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...geometry import Window
-from . import kernels, winograd
+from . import kernels, onednn_conv, winograd
 
 PASSES = ("conv2d_forward", "conv2d_grad_input", "conv2d_grad_weight")
 
@@ -96,9 +98,23 @@ def _ungrouped(geo: Window, dtype: np.dtype) -> bool:
     return geo.groups == 1
 
 
+def _onednn_passes() -> dict[str, Callable]:
+    def forward(x, w, b, geo):
+        return onednn_conv.conv2d(x, w, b, geo), None
+
+    def grad_input(dout, w, geo):
+        return onednn_conv.conv2d_grad_input(dout, w, geo)
+
+    def grad_weight(dout, x, saved, geo):
+        return onednn_conv.conv2d_grad_weight(dout, x, geo)
+
+    return dict(zip(PASSES, (forward, grad_input, grad_weight)))
+
+
 ALGORITHMS: dict[str, Algorithm] = {
     "im2col": _algorithm("im2col", _ungrouped, dict(zip(PASSES, (
         im2col_forward, im2col_grad_input, im2col_grad_weight)))),
     "winograd2": _algorithm("winograd2", winograd.supports, _winograd_passes(2)),
     "winograd4": _algorithm("winograd4", winograd.supports, _winograd_passes(4)),
+    "onednn": _algorithm("onednn", onednn_conv.supports, _onednn_passes()),
 }
