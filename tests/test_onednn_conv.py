@@ -80,15 +80,18 @@ def test_weight_gradient_is_the_same_bits_every_call():
         np.testing.assert_array_equal(onednn_conv.conv2d_grad_weight(dout, x, geo), first)
 
 
-def test_the_rule_sends_other_windows_to_onednn_and_3x3_stride1_elsewhere():
+def test_the_rule_picks_onednn_per_pass_where_it_was_measured_faster():
     def picks(geo):
-        return [autotune.rule(name, geo) for name in conv.PASSES]
+        return [autotune.rule(name, geo) for name in conv.PASSES]  # fwd, dX, dW
 
     strided = Window((64, 16, 28, 28), (5, 5), (2, 2), (2, 2), filters=32)
     assert picks(strided) == ["onednn", "onednn", "onednn"]
     one_channel = Window((128, 1, 28, 28), (5, 5), (1, 1), (0, 0), filters=8)
     assert picks(one_channel) == ["onednn", "im2col", "onednn"]  # dX: im2col's col2im
-    assert "onednn" not in picks(Window((64, 1, 28, 28), (3, 3), (1, 1), (1, 1), filters=32))
+    first_layer = Window((64, 1, 28, 28), (3, 3), (1, 1), (1, 1), filters=32)
+    assert picks(first_layer) == ["im2col", "im2col", "onednn"]
+    wide = Window((64, 32, 14, 14), (3, 3), (1, 1), (1, 1), filters=64)
+    assert picks(wide) == ["winograd4"] * 3
     assert picks(Window((2, 3, 8, 8), (5, 5), (2, 2), (2, 2), filters=4)) == ["im2col"] * 3
 
 

@@ -41,7 +41,11 @@ WINOGRAD_MIN_CHANNELS = 16  # fewer input or output channels: the transforms cos
                             # the multiplies they save
 ONEDNN_MIN_FLOPS = 4e6  # oneDNN's convolutions from this many multiply-adds (each new shape
                         # costs a plan, about a millisecond; below it im2col is as fast)
-ONEDNN_MIN_DX_CHANNELS = 16  # fewer input channels: dX by im2col (oneDNN's was 2x slower)
+# input channels from which oneDNN's pass beats im2col's (bench_algorithms.py): its dW
+# always; its dX from 8 (with 1 to 3 it was 2x to 3x slower than im2col's col2im); its
+# forward from 4 for 3x3 stride-1 windows (with 1 to 3 the two were even), always for others
+# (a 5x5 window over one channel: 4x faster)
+ONEDNN_MIN_CHANNELS = {"conv2d_forward": 4, "conv2d_grad_weight": 1, "conv2d_grad_input": 8}
 TILE4_GAIN = 0.75  # F(4x4) when its multiplies per output are at most this times F(2x2)'s
 TIMED_RUNS = 2  # timed calls per candidate (after one warm-up call); the fastest counts
 
@@ -73,11 +77,9 @@ def rule(pass_name: str, geo: Window, names: list[str] | None = None) -> str:
     Winograd for 3x3 stride-1 convolutions of SMALL_FLOPS multiply-adds and up with at
     least WINOGRAD_MIN_CHANNELS channels on both sides: F(4x4) where its multiplies per
     output (counting the tiles cut off at the edges) are clearly fewer than F(2x2)'s, F(2x2)
-    otherwise (its error is im2col's size; F(4x4)'s is ten times larger). Other windows
-    (5x5, strides, dilations) from ONEDNN_MIN_FLOPS: oneDNN's direct convolutions (2x to 4x
-    faster than im2col there), except dX with few input channels (im2col's was 2x faster).
-    im2col for the rest, 3x3 stride-1 layers with few channels among them (oneDNN's no
-    faster there once its layouts are converted).
+    otherwise (its error is im2col's size; F(4x4)'s is ten times larger). Elsewhere, from
+    ONEDNN_MIN_FLOPS, oneDNN's direct convolutions (1.2x to 4x faster than im2col) where
+    the input has ONEDNN_MIN_CHANNELS channels for that pass; im2col for the rest.
     """
     if names is None:
         names = [a.name for a in ALGORITHMS.values() if a.applies(geo, np.dtype(np.float32))]
@@ -85,9 +87,9 @@ def rule(pass_name: str, geo: Window, names: list[str] | None = None) -> str:
     flops = _flops(geo)
     if flops >= SMALL_FLOPS and "winograd4" in names and min(c, f) >= WINOGRAD_MIN_CHANNELS:
         return winograd_tile(geo)
-    three_by_three = geo.kernel == (3, 3) and geo.stride == (1, 1) and geo.dilation == (1, 1)
-    if (flops >= ONEDNN_MIN_FLOPS and "onednn" in names and not three_by_three
-            and (pass_name != "conv2d_grad_input" or c >= ONEDNN_MIN_DX_CHANNELS)):
+    plain = geo.kernel == (3, 3) and geo.stride == (1, 1)  # im2col's best case
+    channels = ONEDNN_MIN_CHANNELS[pass_name] if plain or pass_name == "conv2d_grad_input" else 1
+    if flops >= ONEDNN_MIN_FLOPS and "onednn" in names and c >= channels:
         return "onednn"
     return "im2col"
 
