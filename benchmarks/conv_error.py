@@ -2,11 +2,11 @@
 
     python benchmarks/conv_error.py [--quick] [--seeds N]
 
-For every 3x3 stride-1 shape of bench_conv.py (where Winograd applies) and each pass
-(forward, dX, dW), each algorithm of the fast backend runs on float32 standard-normal
-inputs; the exact result is the im2col formulas in float64 on the same (float32-valued)
-inputs. The error is max |float32 result - exact| / max |exact|, the worst over --seeds
-draws; "/ im2col" is that error over im2col's on the same pass and shape.
+For every shape of bench_conv.py and each pass (forward, dX, dW), each algorithm of the fast
+backend that applies (Winograd: 3x3 stride 1; oneDNN's: where it is installed) runs on
+float32 standard-normal inputs; the exact result is the im2col formulas in float64 on the
+same (float32-valued) inputs. The error is max |float32 result - exact| / max |exact|, the
+worst over --seeds draws; "/ im2col" is that error over im2col's on the same pass and shape.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import common
 from bench_conv import SHAPES
 
-ALGORITHMS = ("im2col", "winograd2", "winograd4")
+ALGORITHMS = ("im2col", "winograd2", "winograd4", "onednn")
 PASS_NAMES = {"conv2d_forward": "fwd", "conv2d_grad_input": "dX", "conv2d_grad_weight": "dW"}
 
 
@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="random draws per shape")
     args = parser.parse_args()
     common.setup(args)
-    shapes = [s for s in SHAPES if s[5] == 3 and s[6] == 1]
+    shapes = list(SHAPES)
     if args.quick:
         shapes, args.seeds = shapes[:2], 1
     rows = []
@@ -84,7 +84,8 @@ def main() -> None:
                 err = worst.get((pass_name, name))
                 if err is None:
                     continue
-                rows.append([f"({','.join(map(str, shape[:4]))}) F={shape[4]}", label, name,
+                rows.append([f"({','.join(map(str, shape[:4]))}) F={shape[4]} k={shape[5]} "
+                             f"s={shape[6]}", label, name,
                              f"{err:.2e}", f"{err / base:.1f}x"])
     print(common.markdown_table(["shape (N,C,H,W)", "pass", "algorithm", "rel. error",
                                  "/ im2col"], rows))
