@@ -89,7 +89,9 @@ def test_the_rule_picks_onednn_per_pass_where_it_was_measured_faster():
     one_channel = Window((128, 1, 28, 28), (5, 5), (1, 1), (0, 0), filters=8)
     assert picks(one_channel) == ["onednn", "im2col", "onednn"]  # dX: im2col's col2im
     first_layer = Window((64, 1, 28, 28), (3, 3), (1, 1), (1, 1), filters=32)
-    assert picks(first_layer) == ["im2col", "im2col", "onednn"]
+    assert picks(first_layer) == ["im2col"] * 3  # one channel, 3x3: im2col's best case
+    three = Window((64, 3, 32, 32), (3, 3), (1, 1), (1, 1), filters=64)
+    assert picks(three) == ["im2col", "im2col", "onednn"]
     wide = Window((64, 32, 14, 14), (3, 3), (1, 1), (1, 1), filters=64)
     assert picks(wide) == ["winograd4"] * 3
     assert picks(Window((2, 3, 8, 8), (5, 5), (2, 2), (2, 2), filters=4)) == ["im2col"] * 3

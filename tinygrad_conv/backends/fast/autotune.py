@@ -41,11 +41,14 @@ WINOGRAD_MIN_CHANNELS = 16  # fewer input or output channels: the transforms cos
                             # the multiplies they save
 ONEDNN_MIN_FLOPS = 4e6  # oneDNN's convolutions from this many multiply-adds (each new shape
                         # costs a plan, about a millisecond; below it im2col is as fast)
-# input channels from which oneDNN's pass beats im2col's (bench_algorithms.py): its dW
-# always; its dX from 8 (with 1 to 3 it was 2x to 3x slower than im2col's col2im); its
-# forward from 4 for 3x3 stride-1 windows (with 1 to 3 the two were even), always for others
-# (a 5x5 window over one channel: 4x faster)
-ONEDNN_MIN_CHANNELS = {"conv2d_forward": 4, "conv2d_grad_weight": 1, "conv2d_grad_input": 8}
+# input channels from which oneDNN's pass beat im2col's (bench_algorithms.py, and the
+# reference CNN's step for its one-channel first layer, whose dW was 0.93-1.23 ms on oneDNN
+# against 0.67-0.82 on im2col there): for 3x3 stride-1 windows, im2col's best case, and for
+# the others (a 5x5 window over one channel: forward 4x faster on oneDNN)
+ONEDNN_MIN_CHANNELS = {
+    "3x3": {"conv2d_forward": 4, "conv2d_grad_weight": 2, "conv2d_grad_input": 8},
+    "other": {"conv2d_forward": 1, "conv2d_grad_weight": 1, "conv2d_grad_input": 8},
+}
 TILE4_GAIN = 0.75  # F(4x4) when its multiplies per output are at most this times F(2x2)'s
 TIMED_RUNS = 2  # timed calls per candidate (after one warm-up call); the fastest counts
 
@@ -87,9 +90,9 @@ def rule(pass_name: str, geo: Window, names: list[str] | None = None) -> str:
     flops = _flops(geo)
     if flops >= SMALL_FLOPS and "winograd4" in names and min(c, f) >= WINOGRAD_MIN_CHANNELS:
         return winograd_tile(geo)
-    plain = geo.kernel == (3, 3) and geo.stride == (1, 1)  # im2col's best case
-    channels = ONEDNN_MIN_CHANNELS[pass_name] if plain or pass_name == "conv2d_grad_input" else 1
-    if flops >= ONEDNN_MIN_FLOPS and "onednn" in names and c >= channels:
+    window = "3x3" if geo.kernel == (3, 3) and geo.stride == (1, 1) else "other"
+    enough = c >= ONEDNN_MIN_CHANNELS[window][pass_name]
+    if flops >= ONEDNN_MIN_FLOPS and "onednn" in names and enough:
         return "onednn"
     return "im2col"
 
