@@ -4,9 +4,10 @@
 
 For 3x3 stride-1 convolutions of several sizes and channel counts (the reference CNN's two,
 bench_conv.py's, and a sweep of channels and image sizes), each pass (forward, dX, dW) runs
-by every algorithm that applies (im2col, Winograd F(2x2, 3x3), Winograd F(4x4, 3x3)),
-round-robin. Columns: milliseconds (median), the fastest, what the ``auto`` rule
-(backends/fast/autotune.py) picks, and how much slower the rule's pick is than the fastest.
+by every algorithm that applies (im2col, Winograd F(2x2, 3x3), Winograd F(4x4, 3x3),
+oneDNN's direct convolution where it is installed), round-robin. Columns: milliseconds
+(median), the fastest, what the ``auto`` rule (backends/fast/autotune.py) picks, and how
+much slower the rule's pick is than the fastest.
 """
 
 from __future__ import annotations
@@ -75,7 +76,9 @@ def main() -> None:
     for shape in QUICK_SHAPES if args.quick else SHAPES:
         common.progress(f"algorithms on {shape} ...")
         rows += measure(shape, args, np)
-    names = ("im2col", "winograd2", "winograd4")
+    from tinygrad_conv.backends.fast.conv import ALGORITHMS
+
+    names = [k for k in ALGORITHMS if any(k in r.ms for r in rows)]
     table = []
     for r in rows:
         n, c, h, w, f = r.shape
