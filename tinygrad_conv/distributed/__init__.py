@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from enum import Enum
 from typing import Any
 
@@ -216,11 +217,19 @@ def broadcast(tensor: Any, src: int = 0, group: Any = None, async_op: bool = Fal
     tensor._version += 1
 
 
+ABORT_GRACE_SECONDS = 0.5  # before MPI abort: mpiexec forwards what the rank just printed
+
+
 def abort(code: int = 1) -> None:
-    """End every rank at once (MPI abort) with exit ``code``; a plain exit outside a group."""
+    """End every rank at once (MPI abort) with exit ``code``; a plain exit outside a group.
+
+    The rank's output is flushed and given ABORT_GRACE_SECONDS to reach mpiexec first: an
+    abort straight after the print lost the message now and then (MPICH's mpiexec tore
+    the ranks' pipes down before forwarding it)."""
     sys.stdout.flush()
     sys.stderr.flush()
     if _group is None or _group.size == 1:
         raise SystemExit(code)
+    time.sleep(ABORT_GRACE_SECONDS)
     _group.comm.Abort(code)
 
