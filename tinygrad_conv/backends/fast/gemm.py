@@ -25,6 +25,8 @@ import ctypes
 import ctypes.util
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -164,12 +166,22 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None,
               and (out is None or (out.dtype == _FLOAT32 and out.shape == (m, n))))
     if not usable:
         return _numpy_matmul(a, b, out, accumulate)
-    if getattr(_local, "owned", False):
+    with one_openmp_thread():
         return _product(a, b, out, accumulate)
-    saved = _state["omp_get"]()  # another thread's setting (the user's, or PyTorch's)
+
+
+@contextmanager
+def one_openmp_thread() -> Iterator[None]:
+    """Run oneDNN calls in the block on the calling thread alone: its OpenMP team size at 1,
+    the caller's setting (the user's, or PyTorch's) put back after. The library's own
+    threads are at 1 already (``own_thread``). Needs oneDNN loaded (``backend()``)."""
+    if getattr(_local, "owned", False):
+        yield
+        return
+    saved = _state["omp_get"]()
     _state["omp_set"](1)
     try:
-        return _product(a, b, out, accumulate)
+        yield
     finally:
         _state["omp_set"](saved)
 

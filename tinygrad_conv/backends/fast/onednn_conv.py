@@ -14,6 +14,9 @@ How it is called, through ctypes and oneDNN's C API:
   by their strides, and reorders copy to and from the chosen layouts where they differ;
 - a plan (primitive descriptors, primitives, memory objects) is made once per pass, shapes,
   strides and thread, and kept for the process: later calls only set the data pointers.
+  Plans are made at one OpenMP thread too: oneDNN sizes a primitive's work split when it is
+  made, and one made at two threads started an OpenMP team of two for every call (its
+  threads then spun beside ours: a batch-64 step took 23 ms instead of 12).
 
 ``available()`` is False without oneDNN (or with ``TINYGRAD_CONV_GEMM=numpy``).
 """
@@ -264,27 +267,11 @@ def _run(pass_name: str, geo: Window, arrays: dict[str, np.ndarray]) -> None:
                            "Linux x86-64) and TINYGRAD_CONV_GEMM unset or 'onednn'")
     key = (pass_name, geo, threading.get_ident(),
            tuple((name, a.shape, _strides(a)) for name, a in arrays.items()))
-
-    def make_and_run() -> None:
+    with gemm.one_openmp_thread():  # made at one thread too (see the module's docstring)
         plan = _plans.get(key)
         if plan is None:
             plan = _plans[key] = _Plan(pass_name, geo, arrays)
         plan.run(arrays)
-
-    on_one_thread(make_and_run)
-
-
-def on_one_thread(run) -> None:
-    """``run()`` with this thread's OpenMP team size at 1 (put back after, as gemm does).
-    oneDNN sizes a primitive's work split when it is made, so plans are made here too: one
-    made at two threads started an OpenMP team of two for every call (its threads then
-    spun beside ours: a batch-64 step took 23 ms instead of 12)."""
-    saved = gemm._state["omp_get"]()
-    gemm._state["omp_set"](1)
-    try:
-        run()
-    finally:
-        gemm._state["omp_set"](saved)
 
 
 def _sliced(geo: Window, images: int) -> Window:
