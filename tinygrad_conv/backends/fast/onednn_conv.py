@@ -24,6 +24,7 @@ How it is called, through ctypes and oneDNN's C API:
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import threading
 
 import numpy as np
@@ -275,8 +276,8 @@ def _run(pass_name: str, geo: Window, arrays: dict[str, np.ndarray]) -> None:
 
 
 def _sliced(geo: Window, images: int) -> Window:
-    return Window((images, *geo.x_shape[1:]), geo.kernel, geo.stride, geo.padding,
-                  geo.dilation, geo.groups, geo.filters)
+    """The same window over ``images`` images (one thread's slice of the batch)."""
+    return dataclasses.replace(geo, x_shape=(images, *geo.x_shape[1:]))
 
 
 # ---- the three passes ------------------------------------------------------------------
